@@ -1,0 +1,2 @@
+# docs/local.mk
+dist_doc_DATA += docs/net-format.md docs/cli.md

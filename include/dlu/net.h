@@ -1,0 +1,86 @@
+/* net.h -- nets as data: the .net text format, shapes, parameters, forward and backward.
+ *
+ * A net is a sequence of layers read from a .net file (INI syntax, parsed with inih;
+ * the format is documented in docs/net-format.md). dlu_net_load() parses and infers
+ * shapes without touching any device; dlu_net_bind() then allocates parameters and
+ * activation buffers on one backend for batches of up to max_batch samples.
+ *
+ * Parameters are ordered layer by layer, weight before bias; that order defines
+ * dlu_net_param(), checkpoints and the weights digest.
+ *
+ * Not here: the training loop (train.h), optimizers (optim.h), partitioning (runtime/). */
+#ifndef DLU_NET_H
+#define DLU_NET_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "dlu/backend.h"
+#include "dlu/status.h"
+#include "dlu/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dlu_net dlu_net;
+
+/* Parse a .net file. Errors name "path:line: what was wrong, what was expected"
+ * (DLU_EFORMAT), or DLU_EIO when the file cannot be read. */
+dlu_status dlu_net_load(const char *path, dlu_net **out);
+/* Same from a string; `origin` names it in messages. */
+dlu_status dlu_net_parse(const char *text, const char *origin, dlu_net **out);
+void dlu_net_free(dlu_net *net); /* NULL is fine; frees everything bound too */
+
+const char *dlu_net_name(const dlu_net *net);
+int dlu_net_nlayers(const dlu_net *net);
+const char *dlu_net_layer_name(const dlu_net *net, int i);
+dlu_op dlu_net_layer_op(const dlu_net *net, int i);
+/* Per-sample output shape of layer i (c, h, w; a flat layer reports c = features, h = w = 1). */
+void dlu_net_layer_shape(const dlu_net *net, int i, int *c, int *h, int *w);
+void dlu_net_input_shape(const dlu_net *net, int *c, int *h, int *w);
+/* Number of classes: the width of the softmax_xent layer's input. */
+int dlu_net_classes(const dlu_net *net);
+/* Multiply-accumulates of one sample's forward pass. */
+int64_t dlu_net_forward_macs(const dlu_net *net);
+
+/* Parameter tensors in the canonical order; names like "conv1.weight". */
+int dlu_net_nparams(const dlu_net *net);
+int64_t dlu_net_nparam_elems(const dlu_net *net);
+const char *dlu_net_param_name(const dlu_net *net, int i);
+/* Valid after dlu_net_bind(): the tensors live on the bound backend. */
+dlu_tensor *dlu_net_param(const dlu_net *net, int i);
+dlu_tensor *dlu_net_grad(const dlu_net *net, int i);
+/* Shape of parameter i, before binding too. Returns ndim. */
+int dlu_net_param_shape(const dlu_net *net, int i, int64_t shape[DLU_MAX_DIMS]);
+
+/* Allocate parameters (zero), gradients and activations for batches of up to max_batch
+ * on `be` (borrowed: must outlive the net). Call once. */
+dlu_status dlu_net_bind(dlu_net *net, dlu_backend *be, int max_batch);
+dlu_backend *dlu_net_backend(const dlu_net *net);
+int dlu_net_max_batch(const dlu_net *net); /* 0 before bind */
+
+/* Initialise parameters as PyTorch does by default (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
+ * weights and biases), drawing from GSL's MT19937 seeded with `seed`, in parameter order. */
+dlu_status dlu_net_init_params(dlu_net *net, uint64_t seed);
+
+/* Forward pass over n <= max_batch samples. x: f32 (n, C, H, W) and labels: i32 (n), both
+ * on the bound backend. Sets *loss to the mean loss and *correct to the number of samples
+ * whose argmax equals the label (either pointer may be NULL). Labels must be in
+ * [0, classes): DLU_ERANGE otherwise. */
+dlu_status dlu_net_forward(dlu_net *net, const dlu_tensor *x, const dlu_tensor *labels, int n,
+                           double *loss, int64_t *correct);
+/* Backward pass for the last forward: fills every parameter gradient. */
+dlu_status dlu_net_backward(dlu_net *net);
+
+/* SHA-256 over every parameter's bytes (IEEE-754 binary32, little-endian) in parameter
+ * order, as 64 lowercase hex digits plus NUL. */
+dlu_status dlu_net_digest(const dlu_net *net, char hex[65]);
+
+/* Print a table of layers, shapes, parameters and MACs. */
+void dlu_net_print(const dlu_net *net, FILE *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

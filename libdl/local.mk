@@ -1,0 +1,41 @@
+# libdl/local.mk -- libdlu: tensors, numerics, ops, nets, optimizers, data, checkpoints.
+lib_LTLIBRARIES += libdlu.la
+
+dluincludedir = $(includedir)/dlu
+dluinclude_HEADERS = \
+	include/dlu/backend.h \
+	include/dlu/data.h \
+	include/dlu/net.h \
+	include/dlu/ops.def \
+	include/dlu/optim.h \
+	include/dlu/status.def \
+	include/dlu/status.h \
+	include/dlu/tensor.h \
+	include/dlu/train.h
+
+libdlu_la_SOURCES = \
+	libdl/backend.c \
+	libdl/backend_impl.h \
+	libdl/ckpt_file.c \
+	libdl/ckpt_file.h \
+	libdl/data_idx.c \
+	libdl/error.c \
+	libdl/error.h \
+	libdl/hash.c \
+	libdl/hash.h \
+	libdl/net.c \
+	libdl/net_impl.h \
+	libdl/net_parse.c \
+	libdl/optim.c \
+	libdl/tensor.c \
+	libdl/train.c \
+	libdl/backend/cpu/cpu.h \
+	libdl/backend/cpu/cpu_backend.c \
+	libdl/backend/cpu/cpu_dense.c \
+	libdl/backend/cpu/cpu_misc.c \
+	libdl/backend/cuda/cuda_stub.c
+
+libdlu_la_CPPFLAGS = $(AM_CPPFLAGS) $(OPENBLAS_CFLAGS) $(GSL_CFLAGS) $(ZLIB_CFLAGS) $(INIH_CFLAGS) \
+	$(JANSSON_CFLAGS) $(CRYPTO_CFLAGS)
+libdlu_la_LIBADD = $(OPENBLAS_LIBS) $(GSL_LIBS) $(ZLIB_LIBS) $(INIH_LIBS) $(JANSSON_LIBS) $(CRYPTO_LIBS) -lm
+libdlu_la_LDFLAGS = -version-info 0:0:0

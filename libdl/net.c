@@ -1,0 +1,404 @@
+/* net.c -- shapes, parameters, buffers and the forward/backward sweep of a net.
+ *
+ * The sweep is sequential: layer i reads layer i-1's output. Every layer owns its output
+ * buffer y and its input gradient dx (the memory planner in runtime/ will later share
+ * buffers); kernels come from the bound backend's table, and a NULL entry is reported
+ * as unsupported rather than skipped. */
+#include <gsl/gsl_rng.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "hash.h"
+#include "net_impl.h"
+
+#define NL(net, i) (&(net)->layers[i].l)
+
+dlu_status dlu__net_infer_shapes(dlu_net *net)
+{
+    int c = net->in_c, h = net->in_h, w = net->in_w;
+    for (int i = 0; i < net->nlayers; i++) {
+        dlu__layer *l = NL(net, i);
+        l->in_c = c, l->in_h = h, l->in_w = w;
+        l->in_size = (int64_t)c * h * w;
+        switch (l->op) {
+        case DLU_OP_LINEAR:
+            c = l->out, h = 1, w = 1;
+            break;
+        case DLU_OP_CONV2D:
+        case DLU_OP_MAXPOOL:
+        case DLU_OP_AVGPOOL: {
+            int hp = h + 2 * l->pad, wp = w + 2 * l->pad;
+            if (l->kernel > hp || l->kernel > wp)
+                return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: kernel %d is larger than its padded input %dx%d",
+                                  net->origin, l->line, l->name, l->kernel, hp, wp);
+            if (l->op != DLU_OP_CONV2D && 2 * l->pad > l->kernel)
+                return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: pad %d is more than half the kernel %d",
+                                  net->origin, l->line, l->name, l->pad, l->kernel);
+            h = (hp - l->kernel) / l->stride + 1;
+            w = (wp - l->kernel) / l->stride + 1;
+            if (l->op == DLU_OP_CONV2D)
+                c = l->filters;
+            break;
+        }
+        case DLU_OP_FLATTEN:
+            c = c * h * w, h = 1, w = 1;
+            break;
+        case DLU_OP_SOFTMAX_XENT:
+            if (i != net->nlayers - 1)
+                return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: softmax_xent must be the last layer",
+                                  net->origin, l->line, l->name);
+            if ((int64_t)c * h * w < 2)
+                return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: softmax_xent needs at least 2 classes",
+                                  net->origin, l->line, l->name);
+            c = c * h * w, h = 1, w = 1;
+            break;
+        default:
+            break;
+        }
+        l->out_c = c, l->out_h = h, l->out_w = w;
+        l->out_size = (int64_t)c * h * w;
+        if (l->out_size > ((int64_t)1 << 31) || l->in_size > ((int64_t)1 << 31))
+            return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: more than 2^31 elements per sample",
+                              net->origin, l->line, l->name);
+        net->layers[i].nparam = dlu_op_nparams(l->op) == 2 ? 1 + l->bias : 0;
+    }
+    dlu__layer *last = NL(net, net->nlayers - 1);
+    if (last->op != DLU_OP_SOFTMAX_XENT)
+        return dlu__error(DLU_EFORMAT, "%s:%d: the last layer [%s] is %s; a trainable net ends with "
+                          "'op = softmax_xent'", net->origin, last->line, last->name, dlu_op_name(last->op));
+    return DLU_OK;
+}
+
+void dlu_net_free(dlu_net *net)
+{
+    if (!net)
+        return;
+    for (int i = 0; i < net->nlayers; i++) {
+        dlu__net_layer *L = &net->layers[i];
+        for (int p = 0; p < DLU__NET_MAX_PARAMS; p++) {
+            dlu_tensor_free(L->param[p]);
+            dlu_tensor_free(L->grad[p]);
+        }
+        dlu_tensor_free(L->y);
+        dlu_tensor_free(L->dx);
+        dlu_tensor_free(L->aux);
+    }
+    if (net->ws && net->be)
+        net->be->vt->free(net->be, net->ws);
+    free(net->layers);
+    free(net);
+}
+
+const char *dlu_net_name(const dlu_net *net) { return net->name; }
+int dlu_net_nlayers(const dlu_net *net) { return net->nlayers; }
+const char *dlu_net_layer_name(const dlu_net *net, int i) { return NL(net, i)->name; }
+dlu_op dlu_net_layer_op(const dlu_net *net, int i) { return NL(net, i)->op; }
+dlu_backend *dlu_net_backend(const dlu_net *net) { return net->be; }
+int dlu_net_max_batch(const dlu_net *net) { return net->max_batch; }
+
+void dlu_net_layer_shape(const dlu_net *net, int i, int *c, int *h, int *w)
+{
+    const dlu__layer *l = NL(net, i);
+    *c = l->out_c, *h = l->out_h, *w = l->out_w;
+}
+
+void dlu_net_input_shape(const dlu_net *net, int *c, int *h, int *w)
+{
+    *c = net->in_c, *h = net->in_h, *w = net->in_w;
+}
+
+int dlu_net_classes(const dlu_net *net) { return (int)NL(net, net->nlayers - 1)->in_size; }
+
+static int64_t layer_macs(const dlu__layer *l)
+{
+    if (l->op == DLU_OP_LINEAR)
+        return l->in_size * l->out;
+    if (l->op == DLU_OP_CONV2D)
+        return (int64_t)l->out_c * l->out_h * l->out_w * l->in_c * l->kernel * l->kernel;
+    return 0;
+}
+
+int64_t dlu_net_forward_macs(const dlu_net *net)
+{
+    int64_t macs = 0;
+    for (int i = 0; i < net->nlayers; i++)
+        macs += layer_macs(NL(net, i));
+    return macs;
+}
+
+/* Parameter index i -> (layer, slot). */
+static int param_at(const dlu_net *net, int i, int *slot)
+{
+    *slot = 0;
+    for (int li = 0; li < net->nlayers; li++) {
+        if (i < net->layers[li].nparam) {
+            *slot = i;
+            return li;
+        }
+        i -= net->layers[li].nparam;
+    }
+    return -1;
+}
+
+int dlu_net_nparams(const dlu_net *net)
+{
+    int n = 0;
+    for (int i = 0; i < net->nlayers; i++)
+        n += net->layers[i].nparam;
+    return n;
+}
+
+int dlu_net_param_shape(const dlu_net *net, int i, int64_t shape[DLU_MAX_DIMS])
+{
+    int slot, li = param_at(net, i, &slot);
+    if (li < 0)
+        return 0;
+    const dlu__layer *l = NL(net, li);
+    if (slot == 1) {
+        shape[0] = l->op == DLU_OP_LINEAR ? l->out : l->filters;
+        return 1;
+    }
+    if (l->op == DLU_OP_LINEAR) {
+        shape[0] = l->out, shape[1] = l->in_size;
+        return 2;
+    }
+    shape[0] = l->filters, shape[1] = l->in_c, shape[2] = l->kernel, shape[3] = l->kernel;
+    return 4;
+}
+
+int64_t dlu_net_nparam_elems(const dlu_net *net)
+{
+    int64_t total = 0, shape[DLU_MAX_DIMS];
+    for (int i = 0; i < dlu_net_nparams(net); i++) {
+        int nd = dlu_net_param_shape(net, i, shape);
+        int64_t e = 1;
+        for (int d = 0; d < nd; d++)
+            e *= shape[d];
+        total += e;
+    }
+    return total;
+}
+
+const char *dlu_net_param_name(const dlu_net *net, int i)
+{
+    static _Thread_local char buf[96];
+    int slot, li = param_at(net, i, &slot);
+    if (li < 0)
+        return "?";
+    snprintf(buf, sizeof buf, "%s.%s", NL(net, li)->name, slot ? "bias" : "weight");
+    return buf;
+}
+
+dlu_tensor *dlu_net_param(const dlu_net *net, int i)
+{
+    int slot, li = param_at(net, i, &slot);
+    return li < 0 ? NULL : net->layers[li].param[slot];
+}
+
+dlu_tensor *dlu_net_grad(const dlu_net *net, int i)
+{
+    int slot, li = param_at(net, i, &slot);
+    return li < 0 ? NULL : net->layers[li].grad[slot];
+}
+
+dlu_status dlu_net_bind(dlu_net *net, dlu_backend *be, int max_batch)
+{
+    if (net->be)
+        return dlu__error(DLU_EINVAL, "net %s: already bound to %s", net->name, net->be->device);
+    if (max_batch < 1 || max_batch > (1 << 20))
+        return dlu__error(DLU_EINVAL, "net %s: batch size %d out of range [1, 2^20]", net->name, max_batch);
+    for (int i = 0; i < net->nlayers; i++) {
+        dlu_op op = NL(net, i)->op;
+        if (!be->vt->forward[op] || !be->vt->backward[op])
+            return dlu__error(DLU_EUNSUPPORTED, "net %s: layer [%s]: op %s is not supported by the %s backend",
+                              net->name, NL(net, i)->name, dlu_op_name(op), be->vt->kind);
+    }
+    net->be = be;
+    net->max_batch = max_batch;
+    dlu_status s = DLU_OK;
+    size_t ws = 0;
+    int p = 0;
+    for (int i = 0; i < net->nlayers && s == DLU_OK; i++) {
+        dlu__net_layer *L = &net->layers[i];
+        dlu__layer *l = &L->l;
+        int64_t shape[DLU_MAX_DIMS];
+        for (int k = 0; k < L->nparam && s == DLU_OK; k++, p++) {
+            int nd = dlu_net_param_shape(net, p, shape);
+            s = dlu_tensor_new_on(be, DLU_DTYPE_F32, nd, shape, &L->param[k]);
+            if (s == DLU_OK)
+                s = dlu_tensor_new_on(be, DLU_DTYPE_F32, nd, shape, &L->grad[k]);
+        }
+        int64_t ys[2] = {max_batch, l->out_size}, xs[2] = {max_batch, l->in_size};
+        if (s == DLU_OK)
+            s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, ys, &L->y);
+        if (s == DLU_OK && i > 0)
+            s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &L->dx);
+        if (s == DLU_OK && l->op == DLU_OP_MAXPOOL)
+            s = dlu_tensor_new_on(be, DLU_DTYPE_I32, 2, ys, &L->aux);
+        if (s == DLU_OK && l->op == DLU_OP_SOFTMAX_XENT)
+            s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &L->aux);
+        size_t need = be->vt->ws_nbytes(l, max_batch);
+        if (need > ws)
+            ws = need;
+    }
+    if (s == DLU_OK && ws)
+        s = be->vt->alloc(be, ws, &net->ws);
+    net->ws_nbytes = ws;
+    if (s != DLU_OK)
+        return dlu__error_prefix(s, "net %s: binding to %s for batch %d: ", net->name, be->device, max_batch);
+    return DLU_OK;
+}
+
+dlu_status dlu_net_init_params(dlu_net *net, uint64_t seed)
+{
+    if (!net->be)
+        return dlu__error(DLU_EINVAL, "net %s: init before bind", net->name);
+    gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
+    if (!r)
+        return dlu__error(DLU_ENOMEM, "net %s: cannot allocate an RNG", net->name);
+    /* MT19937 takes an unsigned long seed; fold the high half in so 64-bit seeds differ. */
+    gsl_rng_set(r, (unsigned long)(seed ^ (seed >> 32)));
+    dlu_status s = DLU_OK;
+    for (int i = 0; i < dlu_net_nparams(net) && s == DLU_OK; i++) {
+        int slot, li = param_at(net, i, &slot);
+        const dlu__layer *l = NL(net, li);
+        int64_t fan_in = l->op == DLU_OP_LINEAR ? l->in_size : (int64_t)l->in_c * l->kernel * l->kernel;
+        double bound = 1.0 / sqrt((double)fan_in);
+        dlu_tensor *t = net->layers[li].param[slot];
+        int64_t n = dlu_tensor_nelem(t);
+        float *host = malloc((size_t)n * sizeof *host);
+        if (!host) {
+            s = dlu__error(DLU_ENOMEM, "net %s: out of memory", net->name);
+            break;
+        }
+        for (int64_t k = 0; k < n; k++)
+            host[k] = (float)((2.0 * gsl_rng_uniform(r) - 1.0) * bound);
+        s = dlu_tensor_write(t, host, (size_t)n * sizeof *host);
+        free(host);
+    }
+    gsl_rng_free(r);
+    return s;
+}
+
+static void layer_args(dlu_net *net, int i, int n, dlu__op_args *a)
+{
+    dlu__net_layer *L = &net->layers[i];
+    memset(a, 0, sizeof *a);
+    a->l = &L->l;
+    a->n = n;
+    a->x = i ? net->layers[i - 1].y : net->last_x;
+    a->y = L->y;
+    a->dy = i + 1 < net->nlayers ? net->layers[i + 1].dx : NULL;
+    a->dx = L->dx;
+    a->w = L->param[0];
+    a->b = L->nparam > 1 ? L->param[1] : NULL;
+    a->dw = L->grad[0];
+    a->db = L->nparam > 1 ? L->grad[1] : NULL;
+    a->aux = L->aux;
+    a->labels = net->last_labels;
+    a->ws = net->ws;
+}
+
+dlu_status dlu_net_forward(dlu_net *net, const dlu_tensor *x, const dlu_tensor *labels, int n, double *loss,
+                           int64_t *correct)
+{
+    if (!net->be)
+        return dlu__error(DLU_EINVAL, "net %s: forward before bind", net->name);
+    if (n < 1 || n > net->max_batch)
+        return dlu__error(DLU_EINVAL, "net %s: batch of %d samples, bound for 1..%d", net->name, n, net->max_batch);
+    int64_t in = (int64_t)net->in_c * net->in_h * net->in_w;
+    if (x->dtype != DLU_DTYPE_F32 || dlu_tensor_nelem(x) < n * in)
+        return dlu__error(DLU_ESHAPE, "net %s: input must be f32 with at least %d x %lld elements", net->name, n,
+                          (long long)in);
+    if (labels->dtype != DLU_DTYPE_I32 || dlu_tensor_nelem(labels) < n)
+        return dlu__error(DLU_ESHAPE, "net %s: labels must be i32 with at least %d elements", net->name, n);
+    if (!labels->be || labels->be->vt->host_visible) {
+        const int32_t *lab = labels->data;
+        int classes = dlu_net_classes(net);
+        for (int k = 0; k < n; k++)
+            if (lab[k] < 0 || lab[k] >= classes)
+                return dlu__error(DLU_ERANGE, "net %s: label %d of sample %d is outside [0, %d)", net->name,
+                                  lab[k], k, classes);
+    }
+    net->last_x = x;
+    net->last_labels = labels;
+    net->last_n = n;
+    for (int i = 0; i < net->nlayers; i++) {
+        dlu__op_args a;
+        layer_args(net, i, n, &a);
+        a.loss = loss;
+        a.correct = correct;
+        dlu_status s = net->be->vt->forward[a.l->op](net->be, &a);
+        if (s != DLU_OK)
+            return dlu__error_prefix(s, "layer [%s] forward: ", a.l->name);
+    }
+    return DLU_OK;
+}
+
+dlu_status dlu_net_backward(dlu_net *net)
+{
+    if (!net->last_n)
+        return dlu__error(DLU_EINVAL, "net %s: backward without a forward", net->name);
+    for (int i = net->nlayers - 1; i >= 0; i--) {
+        dlu__op_args a;
+        layer_args(net, i, net->last_n, &a);
+        dlu_status s = net->be->vt->backward[a.l->op](net->be, &a);
+        if (s != DLU_OK)
+            return dlu__error_prefix(s, "layer [%s] backward: ", a.l->name);
+    }
+    return DLU_OK;
+}
+
+dlu_status dlu_net_digest(const dlu_net *net, char hex[65])
+{
+    if (!net->be)
+        return dlu__error(DLU_EINVAL, "net %s: digest before bind", net->name);
+    dlu__sha256 *h;
+    DLU__TRY(dlu__sha256_new(&h));
+    dlu_status s = DLU_OK;
+    for (int i = 0; i < dlu_net_nparams(net) && s == DLU_OK; i++) {
+        dlu_tensor *t = dlu_net_param(net, i);
+        void *buf = malloc(t->nbytes);
+        if (!buf) {
+            s = dlu__error(DLU_ENOMEM, "digest: out of memory");
+            break;
+        }
+        s = dlu_tensor_read(t, buf, t->nbytes);
+        if (s == DLU_OK)
+            dlu__sha256_update(h, buf, t->nbytes);
+        free(buf);
+    }
+    uint8_t d[32];
+    dlu__sha256_final(h, d);
+    dlu__sha256_free(h);
+    if (s == DLU_OK)
+        dlu__sha256_hex(d, hex);
+    return s;
+}
+
+void dlu_net_print(const dlu_net *net, FILE *f)
+{
+    fprintf(f, "net %s (%s): input %dx%dx%d\n", net->name, net->origin, net->in_c, net->in_h, net->in_w);
+    fprintf(f, "  %-12s %-13s %-14s %10s %12s\n", "layer", "op", "output", "params", "MACs/sample");
+    int p = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        const dlu__layer *l = NL(net, i);
+        int64_t np = 0, shape[DLU_MAX_DIMS];
+        for (int k = 0; k < net->layers[i].nparam; k++, p++) {
+            int nd = dlu_net_param_shape(net, p, shape);
+            int64_t e = 1;
+            for (int d = 0; d < nd; d++)
+                e *= shape[d];
+            np += e;
+        }
+        int64_t macs = layer_macs(l);
+        char shp[32];
+        snprintf(shp, sizeof shp, "%dx%dx%d", l->out_c, l->out_h, l->out_w);
+        fprintf(f, "  %-12s %-13s %-14s %10lld %12lld\n", l->name, dlu_op_name(l->op), shp, (long long)np,
+                (long long)macs);
+    }
+    fprintf(f, "  total: %lld parameters, %lld MACs per sample (forward)\n", (long long)dlu_net_nparam_elems(net),
+            (long long)dlu_net_forward_macs(net));
+}

@@ -1,0 +1,39 @@
+/* net_impl.h -- the net's internal layout (shared by net.c and net_parse.c). */
+#ifndef DLU_NET_IMPL_H
+#define DLU_NET_IMPL_H
+
+#include "backend_impl.h"
+#include "dlu/net.h"
+
+#define DLU__NET_MAX_PARAMS 2
+
+typedef struct dlu__net_layer {
+    dlu__layer l;
+    /* bound state */
+    dlu_tensor *param[DLU__NET_MAX_PARAMS]; /* weight, bias */
+    dlu_tensor *grad[DLU__NET_MAX_PARAMS];
+    int nparam;
+    dlu_tensor *y;   /* (max_batch, out_size) */
+    dlu_tensor *dx;  /* (max_batch, in_size); NULL for the first layer */
+    dlu_tensor *aux; /* op-specific */
+} dlu__net_layer;
+
+struct dlu_net {
+    char name[64];
+    char origin[256];
+    int in_c, in_h, in_w;
+    int nlayers;
+    dlu__net_layer *layers;
+    /* bound state */
+    dlu_backend *be;
+    int max_batch;
+    void *ws;
+    size_t ws_nbytes;
+    int last_n;                 /* batch of the last forward, 0 before any */
+    const dlu_tensor *last_x, *last_labels;
+};
+
+/* Fill per-layer shapes from the input shape; reports errors with file:line. */
+dlu_status dlu__net_infer_shapes(dlu_net *net);
+
+#endif

@@ -1,0 +1,549 @@
+/* train.c -- the training loop, evaluation and checkpoints of the training state.
+ *
+ * A checkpoint (libdl/ckpt_file.h container) holds these records:
+ *   meta            JSON: kind ("training" or "weights"), net name, seed, batch, optimizer,
+ *                   training-set size, and every parameter's name and shape
+ *   state           6 x 64-bit little-endian: step, epoch, position in epoch (batches),
+ *                   optimizer t, epoch loss sum (IEEE double bits), epoch loss count
+ *   rng             GSL MT19937 state (gsl_rng_state bytes) behind the data order
+ *   perm            the current epoch's sample order, 64-bit little-endian indices
+ *   param:NAME      fp32 parameter bytes (little-endian), in parameter order
+ *   optim:NAME      fp32 optimizer state
+ * A run resumed from a checkpoint continues exactly where the saved run was: same
+ * permutation, same RNG position, same optimizer state, so it ends with the same bits.
+ *
+ * Not here: printing. Progress goes to a caller-supplied callback. */
+#include <gsl/gsl_randist.h>
+#include <gsl/gsl_rng.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_impl.h"
+#include "ckpt_file.h"
+#include "dlu/train.h"
+#include "error.h"
+
+void dlu_train_cfg_default(dlu_train_cfg *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->epochs = 1;
+    cfg->batch = 128;
+    cfg->eval_each_epoch = 1;
+    cfg->progress_every = 10;
+    dlu_optim_cfg_default(&cfg->optim);
+}
+
+typedef struct trainer {
+    dlu_net *net;
+    dlu_backend *be;
+    dlu_optim *opt;
+    const dlu_dataset *train;
+    const dlu_train_cfg *cfg;
+    gsl_rng *rng;
+    int64_t n;          /* training samples */
+    int64_t *perm;      /* (n) */
+    int64_t step, epoch, pos, steps_per_epoch;
+    double loss_sum;
+    int64_t loss_n;
+    float *xh;          /* (batch, C*H*W) host staging */
+    int32_t *yh;        /* (batch) */
+    dlu_tensor *x, *y;  /* on the backend */
+} trainer;
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------ */
+
+static const char *optim_name(dlu_optim_kind k) { return k == DLU_OPTIM_ADAM ? "adam" : "sgd"; }
+
+static char *meta_json(const dlu_net *net, const char *kind, const dlu_train_cfg *cfg, int64_t n)
+{
+    json_t *m = json_object();
+    json_object_set_new(m, "kind", json_string(kind));
+    json_object_set_new(m, "net", json_string(dlu_net_name(net)));
+    if (cfg) {
+        json_object_set_new(m, "seed", json_integer((json_int_t)cfg->seed));
+        json_object_set_new(m, "batch", json_integer(cfg->batch));
+        json_object_set_new(m, "optimizer", json_string(optim_name(cfg->optim.kind)));
+        json_object_set_new(m, "train_samples", json_integer(n));
+    }
+    json_t *ps = json_array();
+    for (int i = 0; i < dlu_net_nparams(net); i++) {
+        int64_t shape[DLU_MAX_DIMS];
+        int nd = dlu_net_param_shape(net, i, shape);
+        json_t *sh = json_array();
+        for (int d = 0; d < nd; d++)
+            json_array_append_new(sh, json_integer(shape[d]));
+        json_t *p = json_object();
+        json_object_set_new(p, "name", json_string(dlu_net_param_name(net, i)));
+        json_object_set_new(p, "shape", sh);
+        json_array_append_new(ps, p);
+    }
+    json_object_set_new(m, "params", ps);
+    char *s = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(m);
+    return s;
+}
+
+static dlu_status put_tensor(dlu__ckpt *c, const char *prefix, const char *name, const dlu_tensor *t)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    void *buf = malloc(t->nbytes);
+    if (!buf)
+        return dlu__error(DLU_ENOMEM, "checkpoint: out of memory");
+    dlu_status s = dlu_tensor_read(t, buf, t->nbytes);
+    if (s == DLU_OK)
+        s = dlu__ckpt_put(c, key, buf, t->nbytes);
+    free(buf);
+    return s;
+}
+
+static dlu_status get_tensor(const dlu__ckpt *c, const char *prefix, const char *name, dlu_tensor *t)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s%s", prefix, name);
+    void *buf = malloc(t->nbytes);
+    if (!buf)
+        return dlu__error(DLU_ENOMEM, "checkpoint: out of memory");
+    dlu_status s = dlu__ckpt_get_exact(c, key, buf, t->nbytes);
+    if (s == DLU_OK)
+        s = dlu_tensor_write(t, buf, t->nbytes);
+    free(buf);
+    return s;
+}
+
+static dlu_status put_params(dlu__ckpt *c, const dlu_net *net)
+{
+    for (int i = 0; i < dlu_net_nparams(net); i++)
+        DLU__TRY(put_tensor(c, "param:", dlu_net_param_name(net, i), dlu_net_param(net, i)));
+    return DLU_OK;
+}
+
+/* Check that the checkpoint's parameter list equals the net's, naming the first difference. */
+static dlu_status check_meta(const dlu__ckpt *c, const char *path, const dlu_net *net, json_t **meta_out)
+{
+    const void *data;
+    uint64_t nbytes;
+    DLU__TRY(dlu__ckpt_get(c, "meta", &data, &nbytes));
+    json_error_t jerr;
+    json_t *m = json_loadb(data, (size_t)nbytes, 0, &jerr);
+    if (!m || !json_is_object(m)) {
+        json_decref(m);
+        return dlu__error(DLU_EFORMAT, "%s: checkpoint metadata is not valid JSON (%s)", path, jerr.text);
+    }
+    char *want = meta_json(net, "weights", NULL, 0);
+    json_t *w = json_loads(want, 0, NULL);
+    free(want);
+    json_t *gp = json_object_get(m, "params"), *wp = json_object_get(w, "params");
+    dlu_status s = DLU_OK;
+    if (!json_is_array(gp)) {
+        s = dlu__error(DLU_EFORMAT, "%s: checkpoint metadata has no parameter list", path);
+    } else if (json_array_size(gp) != json_array_size(wp)) {
+        s = dlu__error(DLU_ESHAPE, "%s: checkpoint has %zu parameter tensors, net %s has %zu", path,
+                       json_array_size(gp), dlu_net_name(net), json_array_size(wp));
+    } else {
+        for (size_t i = 0; i < json_array_size(wp) && s == DLU_OK; i++)
+            if (!json_equal(json_array_get(gp, i), json_array_get(wp, i))) {
+                char *g = json_dumps(json_array_get(gp, i), JSON_COMPACT);
+                char *e = json_dumps(json_array_get(wp, i), JSON_COMPACT);
+                s = dlu__error(DLU_ESHAPE, "%s: parameter %zu differs: checkpoint has %s, net %s has %s", path, i,
+                               g ? g : "?", dlu_net_name(net), e ? e : "?");
+                free(g);
+                free(e);
+            }
+    }
+    json_decref(w);
+    if (s != DLU_OK || !meta_out)
+        json_decref(m);
+    else
+        *meta_out = m;
+    return s;
+}
+
+dlu_status dlu_net_save_weights(const dlu_net *net, const char *path)
+{
+    dlu__ckpt *c;
+    DLU__TRY(dlu__ckpt_new(&c));
+    char *meta = meta_json(net, "weights", NULL, 0);
+    dlu_status s = meta ? dlu__ckpt_put(c, "meta", meta, strlen(meta)) : dlu__error(DLU_ENOMEM, "out of memory");
+    free(meta);
+    if (s == DLU_OK)
+        s = put_params(c, net);
+    if (s == DLU_OK)
+        s = dlu__ckpt_save(c, path);
+    dlu__ckpt_free(c);
+    return s;
+}
+
+dlu_status dlu_net_load_weights(dlu_net *net, const char *path)
+{
+    dlu__ckpt *c;
+    DLU__TRY(dlu__ckpt_load(path, &c));
+    dlu_status s = check_meta(c, path, net, NULL);
+    for (int i = 0; i < dlu_net_nparams(net) && s == DLU_OK; i++)
+        s = get_tensor(c, "param:", dlu_net_param_name(net, i), dlu_net_param(net, i));
+    dlu__ckpt_free(c);
+    return s;
+}
+
+static dlu_status save_checkpoint(trainer *t)
+{
+    const dlu_train_cfg *cfg = t->cfg;
+    dlu__ckpt *c;
+    DLU__TRY(dlu__ckpt_new(&c));
+    char *meta = meta_json(t->net, "training", cfg, t->n);
+    dlu_status s = meta ? dlu__ckpt_put(c, "meta", meta, strlen(meta)) : dlu__error(DLU_ENOMEM, "out of memory");
+    free(meta);
+    uint8_t st[48];
+    uint64_t lbits;
+    memcpy(&lbits, &t->loss_sum, sizeof lbits);
+    put_u64(st, (uint64_t)t->step);
+    put_u64(st + 8, (uint64_t)t->epoch);
+    put_u64(st + 16, (uint64_t)t->pos);
+    put_u64(st + 24, (uint64_t)dlu_optim_steps(t->opt));
+    put_u64(st + 32, lbits);
+    put_u64(st + 40, (uint64_t)t->loss_n);
+    if (s == DLU_OK)
+        s = dlu__ckpt_put(c, "state", st, sizeof st);
+    if (s == DLU_OK)
+        s = dlu__ckpt_put(c, "rng", gsl_rng_state(t->rng), gsl_rng_size(t->rng));
+    if (s == DLU_OK) {
+        uint8_t *pb = malloc((size_t)t->n * 8);
+        if (!pb)
+            s = dlu__error(DLU_ENOMEM, "checkpoint: out of memory");
+        else {
+            for (int64_t i = 0; i < t->n; i++)
+                put_u64(pb + 8 * i, (uint64_t)t->perm[i]);
+            s = dlu__ckpt_put(c, "perm", pb, (uint64_t)t->n * 8);
+            free(pb);
+        }
+    }
+    if (s == DLU_OK)
+        s = put_params(c, t->net);
+    for (int i = 0; i < dlu_optim_nstate(t->opt) && s == DLU_OK; i++)
+        s = put_tensor(c, "optim:", dlu_optim_state_name(t->opt, i), dlu_optim_state(t->opt, i));
+    if (s == DLU_OK)
+        s = dlu__ckpt_save(c, cfg->checkpoint);
+    dlu__ckpt_free(c);
+    return s == DLU_OK ? s : dlu__error_prefix(s, "writing checkpoint: ");
+}
+
+static dlu_status meta_int_matches(json_t *m, const char *path, const char *key, int64_t want, const char *opt)
+{
+    json_t *v = json_object_get(m, key);
+    if (!json_is_integer(v))
+        return dlu__error(DLU_EFORMAT, "%s: checkpoint metadata lacks '%s'", path, key);
+    if ((int64_t)json_integer_value(v) != want)
+        return dlu__error(DLU_EINVAL, "%s: checkpoint was written with %s %lld, this run has %lld (resume with the "
+                          "same value)", path, opt, (long long)json_integer_value(v), (long long)want);
+    return DLU_OK;
+}
+
+static dlu_status load_checkpoint(trainer *t, const char *path)
+{
+    dlu__ckpt *c;
+    DLU__TRY(dlu__ckpt_load(path, &c));
+    json_t *m = NULL;
+    dlu_status s = check_meta(c, path, t->net, &m);
+    if (s == DLU_OK) {
+        json_t *kind = json_object_get(m, "kind"), *opt = json_object_get(m, "optimizer");
+        if (!json_is_string(kind) || strcmp(json_string_value(kind), "training"))
+            s = dlu__error(DLU_EFORMAT, "%s: holds weights only, not a training state (use it with dlu eval "
+                           "--weights)", path);
+        else if (!json_is_string(opt) || strcmp(json_string_value(opt), optim_name(t->cfg->optim.kind)))
+            s = dlu__error(DLU_EINVAL, "%s: checkpoint was written with optimizer %s, this run uses %s", path,
+                           json_is_string(opt) ? json_string_value(opt) : "?", optim_name(t->cfg->optim.kind));
+    }
+    if (s == DLU_OK)
+        s = meta_int_matches(m, path, "seed", (int64_t)t->cfg->seed, "--seed");
+    if (s == DLU_OK)
+        s = meta_int_matches(m, path, "batch", t->cfg->batch, "--batch");
+    if (s == DLU_OK)
+        s = meta_int_matches(m, path, "train_samples", t->n, "a training set of size");
+    json_decref(m);
+    uint8_t st[48];
+    if (s == DLU_OK)
+        s = dlu__ckpt_get_exact(c, "state", st, sizeof st);
+    if (s == DLU_OK) {
+        t->step = (int64_t)get_u64(st);
+        t->epoch = (int64_t)get_u64(st + 8);
+        t->pos = (int64_t)get_u64(st + 16);
+        dlu_optim_set_steps(t->opt, (int64_t)get_u64(st + 24));
+        uint64_t lbits = get_u64(st + 32);
+        memcpy(&t->loss_sum, &lbits, sizeof lbits);
+        t->loss_n = (int64_t)get_u64(st + 40);
+        if (t->step < 0 || t->epoch < 0 || t->pos < 0 || t->pos >= t->steps_per_epoch || t->loss_n < 0)
+            s = dlu__error(DLU_ECORRUPT, "%s: training state out of range (step %lld, epoch %lld, position %lld)",
+                           path, (long long)t->step, (long long)t->epoch, (long long)t->pos);
+    }
+    if (s == DLU_OK)
+        s = dlu__ckpt_get_exact(c, "rng", gsl_rng_state(t->rng), gsl_rng_size(t->rng));
+    if (s == DLU_OK) {
+        const void *pd;
+        uint64_t pn;
+        s = dlu__ckpt_get(c, "perm", &pd, &pn);
+        if (s == DLU_OK && pn != (uint64_t)t->n * 8)
+            s = dlu__error(DLU_ESHAPE, "%s: permutation has %llu bytes, expected %lld", path,
+                           (unsigned long long)pn, (long long)t->n * 8);
+        /* must be a permutation: every index once */
+        uint8_t *seen = s == DLU_OK ? calloc((size_t)t->n, 1) : NULL;
+        if (s == DLU_OK && !seen)
+            s = dlu__error(DLU_ENOMEM, "out of memory");
+        for (int64_t i = 0; i < t->n && s == DLU_OK; i++) {
+            uint64_t v = get_u64((const uint8_t *)pd + 8 * i);
+            if (v >= (uint64_t)t->n || seen[v])
+                s = dlu__error(DLU_ECORRUPT, "%s: stored sample order is not a permutation (entry %lld)", path,
+                               (long long)i);
+            else {
+                seen[v] = 1;
+                t->perm[i] = (int64_t)v;
+            }
+        }
+        free(seen);
+    }
+    for (int i = 0; i < dlu_net_nparams(t->net) && s == DLU_OK; i++)
+        s = get_tensor(c, "param:", dlu_net_param_name(t->net, i), dlu_net_param(t->net, i));
+    for (int i = 0; i < dlu_optim_nstate(t->opt) && s == DLU_OK; i++)
+        s = get_tensor(c, "optim:", dlu_optim_state_name(t->opt, i), dlu_optim_state(t->opt, i));
+    dlu__ckpt_free(c);
+    return s;
+}
+
+/* ---- data ------------------------------------------------------------------------- */
+
+static dlu_status check_data(const dlu_net *net, const dlu_dataset *ds, const char *what)
+{
+    int c, h, w, nc, nh, nw;
+    dlu_dataset_shape(ds, &c, &h, &w);
+    dlu_net_input_shape(net, &nc, &nh, &nw);
+    if (c != nc || h != nh || w != nw)
+        return dlu__error(DLU_ESHAPE, "%s set samples are %dx%dx%d but net %s takes %dx%dx%d", what, c, h, w,
+                          dlu_net_name(net), nc, nh, nw);
+    if (dlu_dataset_classes(ds) > dlu_net_classes(net))
+        return dlu__error(DLU_ESHAPE, "%s set has labels up to %d but net %s has %d classes", what,
+                          dlu_dataset_classes(ds) - 1, dlu_net_name(net), dlu_net_classes(net));
+    return DLU_OK;
+}
+
+/* Upload n samples (host staging buffers) into the backend tensors. */
+static dlu_status upload_batch(dlu_backend *be, dlu_tensor *x, dlu_tensor *y, const float *xh, const int32_t *yh,
+                               int n, int64_t in)
+{
+    DLU__TRY(be->vt->upload(be, x->data, xh, (size_t)n * in * sizeof *xh));
+    return be->vt->upload(be, y->data, yh, (size_t)n * sizeof *yh);
+}
+
+dlu_status dlu_evaluate(dlu_net *net, const dlu_dataset *ds, double *accuracy, double *loss)
+{
+    DLU__TRY(check_data(net, ds, "evaluation"));
+    int c, h, w;
+    dlu_net_input_shape(net, &c, &h, &w);
+    const int64_t in = (int64_t)c * h * w, n = dlu_dataset_count(ds);
+    const int mb = dlu_net_max_batch(net);
+    dlu_backend *be = dlu_net_backend(net);
+    float *xh = malloc((size_t)mb * in * sizeof *xh);
+    int32_t *yh = malloc((size_t)mb * sizeof *yh);
+    int64_t *idx = malloc((size_t)mb * sizeof *idx);
+    dlu_tensor *x = NULL, *y = NULL;
+    int64_t xs[2] = {mb, in}, ys[1] = {mb};
+    dlu_status s = (!xh || !yh || !idx) ? dlu__error(DLU_ENOMEM, "evaluate: out of memory") : DLU_OK;
+    if (s == DLU_OK)
+        s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &x);
+    if (s == DLU_OK)
+        s = dlu_tensor_new_on(be, DLU_DTYPE_I32, 1, ys, &y);
+    double lsum = 0.0;
+    int64_t correct = 0;
+    for (int64_t b0 = 0; b0 < n && s == DLU_OK; b0 += mb) {
+        int nb = (int)(n - b0 < mb ? n - b0 : mb);
+        for (int k = 0; k < nb; k++)
+            idx[k] = b0 + k;
+        s = dlu_dataset_gather(ds, idx, nb, xh, yh);
+        if (s == DLU_OK)
+            s = upload_batch(be, x, y, xh, yh, nb, in);
+        double l = 0.0;
+        int64_t cor = 0;
+        if (s == DLU_OK)
+            s = dlu_net_forward(net, x, y, nb, &l, &cor);
+        lsum += l * nb;
+        correct += cor;
+    }
+    if (s == DLU_OK) {
+        *accuracy = (double)correct / (double)n;
+        if (loss)
+            *loss = lsum / (double)n;
+    }
+    dlu_tensor_free(x);
+    dlu_tensor_free(y);
+    free(xh);
+    free(yh);
+    free(idx);
+    return s;
+}
+
+/* ---- the loop ----------------------------------------------------------------------- */
+
+static void trainer_free(trainer *t)
+{
+    dlu_optim_free(t->opt);
+    if (t->rng)
+        gsl_rng_free(t->rng);
+    free(t->perm);
+    free(t->xh);
+    free(t->yh);
+    dlu_tensor_free(t->x);
+    dlu_tensor_free(t->y);
+}
+
+static dlu_status check_cfg(const dlu_train_cfg *cfg)
+{
+    if (cfg->epochs < 1)
+        return dlu__error(DLU_EINVAL, "epochs %d: must be at least 1", cfg->epochs);
+    if (cfg->batch < 1 || cfg->batch > 65536)
+        return dlu__error(DLU_EINVAL, "batch %d: must be in [1, 65536]", cfg->batch);
+    if (cfg->max_steps < 0)
+        return dlu__error(DLU_EINVAL, "max steps %lld: must be >= 0", (long long)cfg->max_steps);
+    if (cfg->checkpoint_every < 0)
+        return dlu__error(DLU_EINVAL, "checkpoint interval %lld: must be >= 0", (long long)cfg->checkpoint_every);
+    return dlu_optim_cfg_check(&cfg->optim);
+}
+
+dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, const dlu_dataset *test,
+                     const dlu_train_cfg *cfg, dlu_train_result *res)
+{
+    memset(res, 0, sizeof *res);
+    DLU__TRY(check_cfg(cfg));
+    DLU__TRY(check_data(net, train, "training"));
+    if (test)
+        DLU__TRY(check_data(net, test, "test"));
+    trainer t = {.net = net, .be = be, .train = train, .cfg = cfg, .n = dlu_dataset_count(train)};
+    int c, h, w;
+    dlu_net_input_shape(net, &c, &h, &w);
+    const int64_t in = (int64_t)c * h * w;
+    t.steps_per_epoch = (t.n + cfg->batch - 1) / cfg->batch;
+    dlu_status s = dlu_net_bind(net, be, cfg->batch);
+    if (s == DLU_OK)
+        s = dlu_optim_new(net, &cfg->optim, &t.opt);
+    if (s == DLU_OK) {
+        t.rng = gsl_rng_alloc(gsl_rng_mt19937);
+        t.perm = malloc((size_t)t.n * sizeof *t.perm);
+        t.xh = malloc((size_t)cfg->batch * in * sizeof *t.xh);
+        t.yh = malloc((size_t)cfg->batch * sizeof *t.yh);
+        if (!t.rng || !t.perm || !t.xh || !t.yh)
+            s = dlu__error(DLU_ENOMEM, "train: out of memory");
+    }
+    int64_t xs[2] = {cfg->batch, in}, ys[1] = {cfg->batch};
+    if (s == DLU_OK)
+        s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &t.x);
+    if (s == DLU_OK)
+        s = dlu_tensor_new_on(be, DLU_DTYPE_I32, 1, ys, &t.y);
+    if (s == DLU_OK) {
+        /* The data order's RNG is separate from the init RNG (both seeded with the seed, the
+         * data one with its bits complemented) so that changing the net leaves it alone. */
+        gsl_rng_set(t.rng, (unsigned long)~(cfg->seed ^ (cfg->seed >> 32)));
+        for (int64_t i = 0; i < t.n; i++)
+            t.perm[i] = i;
+        s = cfg->resume ? load_checkpoint(&t, cfg->resume) : dlu_net_init_params(net, cfg->seed);
+    }
+    const int64_t total = cfg->epochs * t.steps_per_epoch;
+    const int64_t limit = cfg->max_steps && cfg->max_steps < total ? cfg->max_steps : total;
+    const int64_t start_step = t.step;
+    uint64_t train_ns = 0, gemm_ns = 0; /* inside training steps only, not evaluation */
+    int64_t samples = 0;
+    while (s == DLU_OK && t.epoch < cfg->epochs && t.step < limit) {
+        if (t.pos == 0) {
+            gsl_ran_shuffle(t.rng, t.perm, (size_t)t.n, sizeof *t.perm);
+            t.loss_sum = 0.0;
+            t.loss_n = 0;
+        }
+        while (s == DLU_OK && t.pos < t.steps_per_epoch && t.step < limit) {
+            uint64_t t0 = dlu__now_ns(), g0 = be->prof.gemm_ns;
+            int64_t b0 = t.pos * cfg->batch;
+            int nb = (int)(t.n - b0 < cfg->batch ? t.n - b0 : cfg->batch);
+            double loss = 0.0;
+            s = dlu_dataset_gather(train, t.perm + b0, nb, t.xh, t.yh);
+            if (s == DLU_OK)
+                s = upload_batch(be, t.x, t.y, t.xh, t.yh, nb, in);
+            if (s == DLU_OK)
+                s = dlu_net_forward(net, t.x, t.y, nb, &loss, NULL);
+            if (s == DLU_OK)
+                s = dlu_net_backward(net);
+            if (s == DLU_OK)
+                s = dlu_optim_step(t.opt);
+            if (s == DLU_OK)
+                s = dlu_backend_sync(be);
+            train_ns += dlu__now_ns() - t0;
+            gemm_ns += be->prof.gemm_ns - g0;
+            if (s != DLU_OK)
+                break;
+            samples += nb;
+            t.step++;
+            t.pos++;
+            t.loss_sum += loss;
+            t.loss_n++;
+            if (t.pos == t.steps_per_epoch) {
+                t.pos = 0;
+                t.epoch++;
+            }
+            if (cfg->progress && cfg->progress_every && t.step % cfg->progress_every == 0) {
+                double sec = (double)train_ns * 1e-9, sps = sec > 0 ? samples / sec : 0;
+                dlu_train_progress p = {.epoch = (int)t.epoch + (t.pos != 0), .epochs = cfg->epochs,
+                                        .step = t.step, .total_steps = limit,
+                                        .step_in_epoch = t.pos ? t.pos : t.steps_per_epoch,
+                                        .steps_per_epoch = t.steps_per_epoch, .loss = t.loss_sum / t.loss_n,
+                                        .samples_per_second = sps, .test_accuracy = -1,
+                                        .eta_seconds = sps > 0 ? (double)(limit - t.step) * cfg->batch / sps : 0};
+                cfg->progress(cfg->user, &p);
+            }
+            if (cfg->checkpoint && ((cfg->checkpoint_every && t.step % cfg->checkpoint_every == 0) ||
+                                    (!cfg->checkpoint_every && t.pos == 0)))
+                s = save_checkpoint(&t);
+            if (t.pos == 0)
+                break; /* epoch done */
+        }
+        if (s == DLU_OK && t.pos == 0 && cfg->progress) {
+            double acc = -1;
+            if (cfg->eval_each_epoch && test)
+                s = dlu_evaluate(net, test, &acc, NULL);
+            double sec = (double)train_ns * 1e-9;
+            dlu_train_progress p = {.epoch = (int)t.epoch, .epochs = cfg->epochs, .step = t.step,
+                                    .total_steps = limit, .step_in_epoch = t.steps_per_epoch,
+                                    .steps_per_epoch = t.steps_per_epoch,
+                                    .loss = t.loss_n ? t.loss_sum / t.loss_n : 0,
+                                    .samples_per_second = sec > 0 ? samples / sec : 0, .epoch_done = 1,
+                                    .test_accuracy = acc};
+            if (s == DLU_OK)
+                cfg->progress(cfg->user, &p);
+        }
+    }
+    if (s == DLU_OK && cfg->checkpoint && t.step > start_step)
+        s = save_checkpoint(&t); /* the final state, whatever the interval */
+    if (s == DLU_OK && test)
+        s = dlu_evaluate(net, test, &res->test_accuracy, &res->test_loss);
+    if (s == DLU_OK)
+        s = dlu_net_digest(net, res->weights_digest);
+    if (s == DLU_OK) {
+        res->train_seconds = (double)train_ns * 1e-9;
+        res->samples = samples;
+        res->samples_per_second = train_ns ? samples / res->train_seconds : 0;
+        res->gemm_share = train_ns ? (double)gemm_ns / (double)train_ns : 0;
+        res->steps = t.step;
+        res->epochs = (double)t.step / (double)t.steps_per_epoch;
+        res->train_loss = t.loss_n ? t.loss_sum / t.loss_n : 0;
+    }
+    trainer_free(&t);
+    return s;
+}

@@ -1,0 +1,273 @@
+/* cmd_train.c -- `dlu train`: parse options, load data and net, run dlu_train(), report.
+ *
+ * Output: on a terminal a progress bar (stderr) with samples/s and ETA; otherwise one
+ * line per epoch on stdout. --json FILE writes the report described in docs/cli.md. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "dlu/backend.h"
+#include "dlu/data.h"
+#include "dlu/net.h"
+#include "dlu/train.h"
+
+static const char *const help =
+    "usage: dlu train --net FILE [OPTIONS]\n"
+    "\n"
+    "Train a net on an IDX data set (default: Fashion-MNIST from Debian's\n"
+    "dataset-fashion-mnist) and report the test accuracy.\n"
+    "\n"
+    "  --net FILE            net description (.net), e.g. examples/nets/cnn.net (required)\n"
+    "  --data DIR            folder with train-/t10k- IDX files, gzip or plain\n"
+    "                        (default " DLU_DEFAULT_DATA ")\n"
+    "  --epochs N            passes over the training set (default 1)\n"
+    "  --max-steps N         stop after N optimizer steps in all (default: no limit)\n"
+    "  --batch N             samples per step (default 128)\n"
+    "  --optimizer sgd|adam  (default sgd)\n"
+    "  --lr X                learning rate (default 0.05)\n"
+    "  --momentum X          SGD momentum (default 0.9)\n"
+    "  --weight-decay X      L2 weight decay (default 0)\n"
+    "  --seed N              parameter init and data order (default 0)\n"
+    "  --device DEV          cpu, cuda, cuda:N or dlusim:CONFIG.ini (default cpu)\n"
+    "  --format F            number formats; only fp32 is implemented yet (default fp32)\n"
+    "  --threads N           CPU threads for BLAS and kernels (default: all cores)\n"
+    "  --json FILE           write a JSON report (test_accuracy, train_loss, samples_per_second,\n"
+    "                        epochs, weights_digest, ...)\n"
+    "  --checkpoint FILE     save the training state here (atomically) every epoch and at the end\n"
+    "  --checkpoint-every N  ... every N steps instead of every epoch\n"
+    "  --resume FILE         continue from a checkpoint (same --net, --seed and --batch)\n"
+    "  --no-eval             skip the test-set evaluation after each epoch\n"
+    "  --quiet               no progress output\n"
+    "  -h, --help            this text\n";
+
+typedef struct progress_state {
+    int tty, quiet;
+} progress_state;
+
+static void fmt_time(double s, char *buf, size_t n)
+{
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void on_progress(void *user, const dlu_train_progress *p)
+{
+    progress_state *ps = user;
+    if (ps->quiet)
+        return;
+    if (p->epoch_done) {
+        if (ps->tty)
+            fprintf(stderr, "\r\033[K");
+        printf("epoch %d/%d  step %lld  train loss %.4f", p->epoch, p->epochs, (long long)p->step, p->loss);
+        if (p->test_accuracy >= 0)
+            printf("  test accuracy %.2f%%", 100.0 * p->test_accuracy);
+        printf("  %.0f samples/s\n", p->samples_per_second);
+        fflush(stdout);
+        return;
+    }
+    if (!ps->tty)
+        return;
+    const int width = 30;
+    int fill = (int)(width * (double)p->step_in_epoch / (double)p->steps_per_epoch);
+    char bar[64], eta[32];
+    memset(bar, '#', (size_t)fill);
+    memset(bar + fill, '.', (size_t)(width - fill));
+    bar[width] = '\0';
+    fmt_time(p->eta_seconds, eta, sizeof eta);
+    fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %lld/%lld  loss %.4f  %.0f samples/s  ETA %s", p->epoch, p->epochs,
+            bar, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, p->loss, p->samples_per_second, eta);
+    fflush(stderr);
+}
+
+static int write_report(const char *path, const char *net_path, const char *device, const char *format,
+                        const dlu_train_cfg *cfg, int threads, const dlu_train_result *r)
+{
+    struct utsname u;
+    json_t *j = json_object();
+    json_object_set_new(j, "test_accuracy", json_real(r->test_accuracy));
+    json_object_set_new(j, "test_loss", json_real(r->test_loss));
+    json_object_set_new(j, "train_loss", json_real(r->train_loss));
+    json_object_set_new(j, "samples_per_second", json_real(r->samples_per_second));
+    json_object_set_new(j, "train_seconds", json_real(r->train_seconds));
+    json_object_set_new(j, "gemm_share", json_real(r->gemm_share));
+    json_object_set_new(j, "epochs", json_real(r->epochs));
+    json_object_set_new(j, "steps", json_integer(r->steps));
+    json_object_set_new(j, "samples", json_integer(r->samples));
+    json_object_set_new(j, "weights_digest", json_string(r->weights_digest));
+    json_object_set_new(j, "net", json_string(net_path));
+    json_object_set_new(j, "device", json_string(device));
+    json_object_set_new(j, "format", json_string(format));
+    json_object_set_new(j, "batch", json_integer(cfg->batch));
+    json_object_set_new(j, "optimizer", json_string(cfg->optim.kind == DLU_OPTIM_ADAM ? "adam" : "sgd"));
+    json_object_set_new(j, "lr", json_real(cfg->optim.lr));
+    json_object_set_new(j, "momentum", json_real(cfg->optim.momentum));
+    json_object_set_new(j, "weight_decay", json_real(cfg->optim.weight_decay));
+    json_object_set_new(j, "seed", json_integer((json_int_t)cfg->seed));
+    json_object_set_new(j, "threads", json_integer(threads));
+    json_object_set_new(j, "version", json_string(PACKAGE_VERSION));
+    if (uname(&u) == 0) {
+        char host[400];
+        snprintf(host, sizeof host, "%s %s %s", u.sysname, u.release, u.machine);
+        json_object_set_new(j, "host", json_string(host));
+    }
+    int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(j);
+    if (rc != 0) {
+        cli_error("train", "--json %s: cannot write the report", path);
+        return 0;
+    }
+    return 1;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    enum { O_NET = 256, O_DATA, O_EPOCHS, O_MAXSTEPS, O_BATCH, O_OPT, O_LR, O_MOM, O_WD, O_SEED, O_DEVICE,
+           O_FORMAT, O_THREADS, O_JSON, O_CKPT, O_CKPT_EVERY, O_RESUME, O_NOEVAL, O_QUIET };
+    static const struct option opts[] = {
+        {"net", required_argument, 0, O_NET},       {"data", required_argument, 0, O_DATA},
+        {"epochs", required_argument, 0, O_EPOCHS}, {"max-steps", required_argument, 0, O_MAXSTEPS},
+        {"batch", required_argument, 0, O_BATCH},   {"optimizer", required_argument, 0, O_OPT},
+        {"lr", required_argument, 0, O_LR},         {"momentum", required_argument, 0, O_MOM},
+        {"weight-decay", required_argument, 0, O_WD}, {"seed", required_argument, 0, O_SEED},
+        {"device", required_argument, 0, O_DEVICE}, {"format", required_argument, 0, O_FORMAT},
+        {"threads", required_argument, 0, O_THREADS}, {"json", required_argument, 0, O_JSON},
+        {"checkpoint", required_argument, 0, O_CKPT}, {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
+        {"resume", required_argument, 0, O_RESUME}, {"no-eval", no_argument, 0, O_NOEVAL},
+        {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *net_path = NULL, *data = DLU_DEFAULT_DATA, *device = "cpu", *format = "fp32", *json = NULL;
+    long long threads = 0, v;
+    double d;
+    dlu_train_cfg cfg;
+    dlu_train_cfg_default(&cfg);
+    progress_state ps = {.tty = isatty(STDERR_FILENO)};
+    optind = 1;
+    argv[0] = "dlu train";
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_NET: net_path = optarg; break;
+        case O_DATA: data = optarg; break;
+        case O_EPOCHS:
+            if (!cli_int("train", "--epochs", optarg, 1, 1000000, &v)) return 2;
+            cfg.epochs = (int)v;
+            break;
+        case O_MAXSTEPS:
+            if (!cli_int("train", "--max-steps", optarg, 1, INT64_MAX, &v)) return 2;
+            cfg.max_steps = v;
+            break;
+        case O_BATCH:
+            if (!cli_int("train", "--batch", optarg, 1, 65536, &v)) return 2;
+            cfg.batch = (int)v;
+            break;
+        case O_OPT:
+            if (!strcmp(optarg, "sgd")) cfg.optim.kind = DLU_OPTIM_SGD;
+            else if (!strcmp(optarg, "adam")) cfg.optim.kind = DLU_OPTIM_ADAM;
+            else {
+                cli_error("train", "--optimizer '%s': expected sgd or adam", optarg);
+                return 2;
+            }
+            break;
+        case O_LR:
+            if (!cli_float("train", "--lr", optarg, 1e-30, 1e6, &d)) return 2;
+            cfg.optim.lr = (float)d;
+            break;
+        case O_MOM:
+            if (!cli_float("train", "--momentum", optarg, 0, 0.999999, &d)) return 2;
+            cfg.optim.momentum = (float)d;
+            break;
+        case O_WD:
+            if (!cli_float("train", "--weight-decay", optarg, 0, 1e6, &d)) return 2;
+            cfg.optim.weight_decay = (float)d;
+            break;
+        case O_SEED:
+            if (!cli_int("train", "--seed", optarg, 0, INT64_MAX, &v)) return 2;
+            cfg.seed = (uint64_t)v;
+            break;
+        case O_DEVICE: device = optarg; break;
+        case O_FORMAT: format = optarg; break;
+        case O_THREADS:
+            if (!cli_int("train", "--threads", optarg, 1, 1024, &threads)) return 2;
+            break;
+        case O_JSON: json = optarg; break;
+        case O_CKPT: cfg.checkpoint = optarg; break;
+        case O_CKPT_EVERY:
+            if (!cli_int("train", "--checkpoint-every", optarg, 1, INT64_MAX, &v)) return 2;
+            cfg.checkpoint_every = v;
+            break;
+        case O_RESUME: cfg.resume = optarg; break;
+        case O_NOEVAL: cfg.eval_each_epoch = 0; break;
+        case O_QUIET: ps.quiet = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: return cli_usage_error("train");
+        }
+    }
+    if (optind < argc) {
+        cli_error("train", "unexpected argument '%s'", argv[optind]);
+        return cli_usage_error("train");
+    }
+    if (!net_path) {
+        cli_error("train", "--net FILE is required");
+        return cli_usage_error("train");
+    }
+    if (strcmp(format, "fp32") != 0) {
+        cli_error("train", "--format '%s': only fp32 is implemented in this build (dfp8/dfp16 come with the "
+                  "dynamic fixed point work)", format);
+        return 2;
+    }
+    int nthreads = dlu_cpu_set_threads((int)threads);
+
+    dlu_net *net = NULL;
+    dlu_dataset *tr = NULL, *te = NULL;
+    dlu_backend *be = NULL;
+    dlu_train_result res;
+    int rc = 1;
+    dlu_status s = dlu_net_load(net_path, &net);
+    if (s != DLU_OK) {
+        cli_fail("train", "net", s);
+        goto out;
+    }
+    if ((s = dlu_dataset_load_dir(data, "train", &tr)) != DLU_OK ||
+        (s = dlu_dataset_load_dir(data, "test", &te)) != DLU_OK) {
+        cli_fail("train", "data", s);
+        goto out;
+    }
+    if ((s = dlu_backend_open(device, &be)) != DLU_OK) {
+        cli_fail("train", "--device", s);
+        goto out;
+    }
+    cfg.progress = on_progress;
+    cfg.user = &ps;
+    if (!ps.quiet)
+        printf("training %s on %s: %lld samples, batch %d, %d epoch(s), %s, %d thread(s)\n", dlu_net_name(net),
+               device, (long long)dlu_dataset_count(tr), cfg.batch, cfg.epochs, format, nthreads);
+    s = dlu_train(net, be, tr, te, &cfg, &res);
+    if (ps.tty && !ps.quiet)
+        fprintf(stderr, "\r\033[K");
+    if (s != DLU_OK) {
+        cli_fail("train", "training", s);
+        goto out;
+    }
+    printf("test accuracy %.2f%%  train loss %.4f  %.0f samples/s  %.1f%% of step time in GEMM  steps %lld\n"
+           "weights digest %s\n",
+           100.0 * res.test_accuracy, res.train_loss, res.samples_per_second, 100.0 * res.gemm_share,
+           (long long)res.steps, res.weights_digest);
+    rc = 0;
+    if (json && !write_report(json, net_path, device, format, &cfg, nthreads, &res))
+        rc = 1;
+out:
+    dlu_net_free(net);
+    dlu_backend_close(be);
+    dlu_dataset_free(tr);
+    dlu_dataset_free(te);
+    return rc;
+}

@@ -1,0 +1,27 @@
+# tests/local.mk -- CUnit programs and shell tests, all run by `make check`.
+AM_TESTS_ENVIRONMENT = top_builddir='$(abs_top_builddir)'; top_srcdir='$(abs_top_srcdir)'; \
+	export top_builddir top_srcdir;
+TEST_EXTENSIONS = .sh
+SH_LOG_COMPILER = $(SHELL)
+
+check_PROGRAMS += tests/test_data tests/test_ckpt tests/test_ops tests/test_net
+TESTS += tests/test_data tests/test_ckpt tests/test_ops tests/test_net \
+	tests/test_cli.sh tests/test_resume.sh
+
+tests_cflags = $(AM_CPPFLAGS) $(CUNIT_CFLAGS) $(OPENBLAS_CFLAGS)
+tests_ldadd = libdlu.la $(CUNIT_LIBS) $(OPENBLAS_LIBS) $(GSL_LIBS) -lm
+
+tests_test_data_SOURCES = tests/test_data.c
+tests_test_data_CPPFLAGS = $(tests_cflags)
+tests_test_data_LDADD = $(tests_ldadd) $(ZLIB_LIBS)
+tests_test_ckpt_SOURCES = tests/test_ckpt.c
+tests_test_ckpt_CPPFLAGS = $(tests_cflags)
+tests_test_ckpt_LDADD = $(tests_ldadd) $(CRYPTO_LIBS)
+tests_test_ops_SOURCES = tests/test_ops.c
+tests_test_ops_CPPFLAGS = $(tests_cflags)
+tests_test_ops_LDADD = $(tests_ldadd)
+tests_test_net_SOURCES = tests/test_net.c
+tests_test_net_CPPFLAGS = $(tests_cflags)
+tests_test_net_LDADD = $(tests_ldadd)
+
+EXTRA_DIST += tests/test_cli.sh tests/test_resume.sh tests/lib.sh tests/mkidx.py
