@@ -5,7 +5,9 @@ dluincludedir = $(includedir)/dlu
 dluinclude_HEADERS = \
 	include/dlu/backend.h \
 	include/dlu/data.h \
+	include/dlu/formats.def \
 	include/dlu/net.h \
+	include/dlu/numerics.h \
 	include/dlu/ops.def \
 	include/dlu/optim.h \
 	include/dlu/status.def \

@@ -4,8 +4,8 @@ AM_TESTS_ENVIRONMENT = top_builddir='$(abs_top_builddir)'; top_srcdir='$(abs_top
 TEST_EXTENSIONS = .sh
 SH_LOG_COMPILER = $(SHELL)
 
-check_PROGRAMS += tests/test_data tests/test_ckpt tests/test_ops tests/test_net
-TESTS += tests/test_data tests/test_ckpt tests/test_ops tests/test_net \
+check_PROGRAMS += tests/test_data tests/test_ckpt tests/test_ops tests/test_net tests/test_numerics
+TESTS += tests/test_data tests/test_ckpt tests/test_ops tests/test_net tests/test_numerics \
 	tests/test_cli.sh tests/test_resume.sh
 
 tests_cflags = $(AM_CPPFLAGS) $(CUNIT_CFLAGS) $(OPENBLAS_CFLAGS)
@@ -25,3 +25,9 @@ tests_test_net_CPPFLAGS = $(tests_cflags)
 tests_test_net_LDADD = $(tests_ldadd)
 
 EXTRA_DIST += tests/test_cli.sh tests/test_resume.sh tests/lib.sh tests/mkidx.py
+tests_test_numerics_SOURCES = tests/test_numerics.c
+tests_test_numerics_CPPFLAGS = $(tests_cflags)
+tests_test_numerics_LDADD = $(CUNIT_LIBS) -lm
+
+EXTRA_DIST += tests/vectors/gen_quant.c tests/vectors/quant_f32.txt tests/vectors/requant_acc.txt \
+	tests/vectors/bias_acc.txt tests/vectors/stats.txt tests/vectors/explog.txt tests/vectors/softmax.txt

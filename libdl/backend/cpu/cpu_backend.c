@@ -4,9 +4,10 @@
  *   SGD:  g' = g + wd*w;  v = momentum*v + g';  w = w - lr*v
  *         (PyTorch's SGD with dampening 0, not Nesterov; the first step sets v = g'
  *         because v starts at zero.)
- *   Adam: g' = g + wd*w;  m = b1*m + (1-b1)*g';  v = b2*v + (1-b2)*g'*g';
- *         w = w - lr * (m / bc1) / (sqrtf(v / bc2) + eps), bc = 1 - b^t computed in double
- *         on the host and rounded to float once per step. */
+ *   Adam: g' = g + wd*w;  m = b1*m + (1-b1)*g';  v = b2*v + (1-b2)*(g'*g');
+ *         w = w - lr * ((m / bc1) / (sqrtf(v / bc2) + eps)), bc = 1 - b^t computed in
+ *         double on the host and rounded to float once per step; (1-b) is rounded to
+ *         float once. Every product and quotient is grouped exactly as written here. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
