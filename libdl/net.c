@@ -330,7 +330,9 @@ dlu_status dlu_net_forward(dlu_net *net, const dlu_tensor *x, const dlu_tensor *
         layer_args(net, i, n, &a);
         a.loss = loss;
         a.correct = correct;
+        uint64_t t0 = dlu__now_ns();
         dlu_status s = net->be->vt->forward[a.l->op](net->be, &a);
+        net->layers[i].fwd_ns += dlu__now_ns() - t0;
         if (s != DLU_OK)
             return dlu__error_prefix(s, "layer [%s] forward: ", a.l->name);
     }
@@ -344,7 +346,9 @@ dlu_status dlu_net_backward(dlu_net *net)
     for (int i = net->nlayers - 1; i >= 0; i--) {
         dlu__op_args a;
         layer_args(net, i, net->last_n, &a);
+        uint64_t t0 = dlu__now_ns();
         dlu_status s = net->be->vt->backward[a.l->op](net->be, &a);
+        net->layers[i].bwd_ns += dlu__now_ns() - t0;
         if (s != DLU_OK)
             return dlu__error_prefix(s, "layer [%s] backward: ", a.l->name);
     }
@@ -376,6 +380,18 @@ dlu_status dlu_net_digest(const dlu_net *net, char hex[65])
     if (s == DLU_OK)
         dlu__sha256_hex(d, hex);
     return s;
+}
+
+void dlu_net_layer_time(const dlu_net *net, int i, uint64_t *fwd_ns, uint64_t *bwd_ns)
+{
+    *fwd_ns = net->layers[i].fwd_ns;
+    *bwd_ns = net->layers[i].bwd_ns;
+}
+
+void dlu_net_layer_time_reset(dlu_net *net)
+{
+    for (int i = 0; i < net->nlayers; i++)
+        net->layers[i].fwd_ns = net->layers[i].bwd_ns = 0;
 }
 
 void dlu_net_print(const dlu_net *net, FILE *f)

@@ -16,6 +16,7 @@ typedef struct dlu__net_layer {
     dlu_tensor *y;   /* (max_batch, out_size) */
     dlu_tensor *dx;  /* (max_batch, in_size); NULL for the first layer */
     dlu_tensor *aux; /* op-specific */
+    uint64_t fwd_ns, bwd_ns; /* host time in this layer's kernels since bind */
 } dlu__net_layer;
 
 struct dlu_net {

@@ -23,6 +23,7 @@
 #include "ckpt_file.h"
 #include "dlu/train.h"
 #include "error.h"
+#include "net_impl.h"
 
 void dlu_train_cfg_default(dlu_train_cfg *cfg)
 {
@@ -394,6 +395,25 @@ dlu_status dlu_evaluate(dlu_net *net, const dlu_dataset *ds, double *accuracy, d
     return s;
 }
 
+/* Evaluation during dlu_train() must not count in the per-layer training times. */
+static dlu_status eval_untimed(dlu_net *net, const dlu_dataset *ds, double *acc, double *loss)
+{
+    uint64_t *saved = malloc((size_t)net->nlayers * 2 * sizeof *saved);
+    if (!saved)
+        return dlu__error(DLU_ENOMEM, "evaluate: out of memory");
+    for (int i = 0; i < net->nlayers; i++) {
+        saved[2 * i] = net->layers[i].fwd_ns;
+        saved[2 * i + 1] = net->layers[i].bwd_ns;
+    }
+    dlu_status s = dlu_evaluate(net, ds, acc, loss);
+    for (int i = 0; i < net->nlayers; i++) {
+        net->layers[i].fwd_ns = saved[2 * i];
+        net->layers[i].bwd_ns = saved[2 * i + 1];
+    }
+    free(saved);
+    return s;
+}
+
 /* ---- the loop ----------------------------------------------------------------------- */
 
 static void trainer_free(trainer *t)
@@ -463,6 +483,8 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
     const int64_t start_step = t.step;
     uint64_t train_ns = 0, gemm_ns = 0; /* inside training steps only, not evaluation */
     int64_t samples = 0;
+    if (s == DLU_OK)
+        dlu_net_layer_time_reset(net);
     while (s == DLU_OK && t.epoch < cfg->epochs && t.step < limit) {
         if (t.pos == 0) {
             gsl_ran_shuffle(t.rng, t.perm, (size_t)t.n, sizeof *t.perm);
@@ -517,7 +539,7 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
         if (s == DLU_OK && t.pos == 0 && cfg->progress) {
             double acc = -1;
             if (cfg->eval_each_epoch && test)
-                s = dlu_evaluate(net, test, &acc, NULL);
+                s = eval_untimed(net, test, &acc, NULL);
             double sec = (double)train_ns * 1e-9;
             dlu_train_progress p = {.epoch = (int)t.epoch, .epochs = cfg->epochs, .step = t.step,
                                     .total_steps = limit, .step_in_epoch = t.steps_per_epoch,
@@ -532,7 +554,7 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
     if (s == DLU_OK && cfg->checkpoint && t.step > start_step)
         s = save_checkpoint(&t); /* the final state, whatever the interval */
     if (s == DLU_OK && test)
-        s = dlu_evaluate(net, test, &res->test_accuracy, &res->test_loss);
+        s = eval_untimed(net, test, &res->test_accuracy, &res->test_loss);
     if (s == DLU_OK)
         s = dlu_net_digest(net, res->weights_digest);
     if (s == DLU_OK) {

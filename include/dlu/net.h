@@ -77,6 +77,11 @@ dlu_status dlu_net_backward(dlu_net *net);
  * order, as 64 lowercase hex digits plus NUL. */
 dlu_status dlu_net_digest(const dlu_net *net, char hex[65]);
 
+/* Host time spent in layer i's forward and backward kernels (ns) since bind or the last
+ * reset. On asynchronous backends this is launch time unless the kernels synchronise. */
+void dlu_net_layer_time(const dlu_net *net, int i, uint64_t *fwd_ns, uint64_t *bwd_ns);
+void dlu_net_layer_time_reset(dlu_net *net);
+
 /* Print a table of layers, shapes, parameters and MACs. */
 void dlu_net_print(const dlu_net *net, FILE *f);
 

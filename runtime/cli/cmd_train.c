@@ -44,6 +44,7 @@ static const char *const help =
     "  --resume FILE         continue from a checkpoint (same --net, --seed and --batch)\n"
     "  --no-eval             skip the test-set evaluation after each epoch\n"
     "  --quiet               no progress output\n"
+    "  --profile             print host time per layer and direction after training\n"
     "  -h, --help            this text\n";
 
 typedef struct progress_state {
@@ -86,6 +87,25 @@ static void on_progress(void *user, const dlu_train_progress *p)
     fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %lld/%lld  loss %.4f  %.0f samples/s  ETA %s", p->epoch, p->epochs,
             bar, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, p->loss, p->samples_per_second, eta);
     fflush(stderr);
+}
+
+/* Per-layer host time per training step, forward and backward. */
+static void print_profile(const dlu_net *net, const dlu_train_result *r)
+{
+    uint64_t tf = 0, tb = 0, f, b;
+    for (int i = 0; i < dlu_net_nlayers(net); i++) {
+        dlu_net_layer_time(net, i, &f, &b);
+        tf += f, tb += b;
+    }
+    double total = (double)(tf + tb);
+    printf("%-12s %-13s %12s %12s %7s\n", "layer", "op", "fwd ms", "bwd ms", "share");
+    for (int i = 0; i < dlu_net_nlayers(net); i++) {
+        dlu_net_layer_time(net, i, &f, &b);
+        printf("%-12s %-13s %12.2f %12.2f %6.1f%%\n", dlu_net_layer_name(net, i), dlu_op_name(dlu_net_layer_op(net, i)),
+               f * 1e-6, b * 1e-6, total > 0 ? 100.0 * (double)(f + b) / total : 0.0);
+    }
+    printf("%-26s %12.2f %12.2f  (layers: %.1f%% of training time)\n", "total", tf * 1e-6, tb * 1e-6,
+           r->train_seconds > 0 ? 100.0 * total * 1e-9 / r->train_seconds : 0.0);
 }
 
 static int write_report(const char *path, const char *net_path, const char *device, const char *format,
@@ -131,7 +151,7 @@ static int write_report(const char *path, const char *net_path, const char *devi
 int cmd_train(int argc, char **argv)
 {
     enum { O_NET = 256, O_DATA, O_EPOCHS, O_MAXSTEPS, O_BATCH, O_OPT, O_LR, O_MOM, O_WD, O_SEED, O_DEVICE,
-           O_FORMAT, O_THREADS, O_JSON, O_CKPT, O_CKPT_EVERY, O_RESUME, O_NOEVAL, O_QUIET };
+           O_FORMAT, O_THREADS, O_JSON, O_CKPT, O_CKPT_EVERY, O_RESUME, O_NOEVAL, O_QUIET, O_PROFILE };
     static const struct option opts[] = {
         {"net", required_argument, 0, O_NET},       {"data", required_argument, 0, O_DATA},
         {"epochs", required_argument, 0, O_EPOCHS}, {"max-steps", required_argument, 0, O_MAXSTEPS},
@@ -142,10 +162,12 @@ int cmd_train(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"json", required_argument, 0, O_JSON},
         {"checkpoint", required_argument, 0, O_CKPT}, {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", required_argument, 0, O_RESUME}, {"no-eval", no_argument, 0, O_NOEVAL},
-        {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, 'h'},
+        {"quiet", no_argument, 0, O_QUIET},         {"profile", no_argument, 0, O_PROFILE},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *net_path = NULL, *data = DLU_DEFAULT_DATA, *device = "cpu", *format = "fp32", *json = NULL;
     long long threads = 0, v;
+    int profile = 0;
     double d;
     dlu_train_cfg cfg;
     dlu_train_cfg_default(&cfg);
@@ -207,6 +229,7 @@ int cmd_train(int argc, char **argv)
         case O_RESUME: cfg.resume = optarg; break;
         case O_NOEVAL: cfg.eval_each_epoch = 0; break;
         case O_QUIET: ps.quiet = 1; break;
+        case O_PROFILE: profile = 1; break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage_error("train");
         }
@@ -261,6 +284,8 @@ int cmd_train(int argc, char **argv)
            "weights digest %s\n",
            100.0 * res.test_accuracy, res.train_loss, res.samples_per_second, 100.0 * res.gemm_share,
            (long long)res.steps, res.weights_digest);
+    if (profile)
+        print_profile(net, &res);
     rc = 0;
     if (json && !write_report(json, net_path, device, format, &cfg, nthreads, &res))
         rc = 1;

@@ -12,6 +12,7 @@
  *
  * Not here: low-precision (DFP) paths; those are in their own files and tested against
  * these. */
+#include <stddef.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -54,25 +55,44 @@ dlu_status dlu__cpu_linear_bwd(dlu_backend *be, const dlu__op_args *a)
     return DLU_OK;
 }
 
+/* Output columns [*lo, *hi) whose input column ox*stride - pad + kx lies inside [0, W). */
+static void valid_range(int Wo, int W, int stride, int pad, int kx, int *lo, int *hi)
+{
+    int a = pad - kx, l = a > 0 ? (a + stride - 1) / stride : 0; /* first ox with ix >= 0 */
+    int h = (W - 1 + pad - kx) / stride + 1;                    /* first ox with ix >= W */
+    if (W - 1 + pad - kx < 0)
+        h = 0;
+    *lo = l < Wo ? l : Wo;
+    *hi = h < Wo ? (h > *lo ? h : *lo) : Wo;
+}
+
 /* im2col for one sample into columns [0, Ho*Wo) of a matrix with row stride ld:
- * col (C*k*k, ld), row index (c, ky, kx). Padding reads 0. */
+ * col (C*k*k, ld), row index (c, ky, kx). Padding reads 0. The valid span of each
+ * output row is computed once, so the inner loop is a plain (strided) copy. */
 static void im2col(const float *x, int C, int H, int W, int k, int stride, int pad, int Ho, int Wo, float *col,
                    size_t ld)
 {
     for (int r = 0; r < C * k * k; r++) {
-        int c = r / (k * k), ky = (r / k) % k, kx = r % k;
+        int c = r / (k * k), ky = (r / k) % k, kx = r % k, lo, hi;
+        valid_range(Wo, W, stride, pad, kx, &lo, &hi);
         float *dst = col + (size_t)r * ld;
         const float *src = x + (size_t)c * H * W;
-        for (int oy = 0; oy < Ho; oy++) {
+        for (int oy = 0; oy < Ho; oy++, dst += Wo) {
             int iy = oy * stride - pad + ky;
             if (iy < 0 || iy >= H) {
-                memset(dst + (size_t)oy * Wo, 0, (size_t)Wo * sizeof *dst);
+                memset(dst, 0, (size_t)Wo * sizeof *dst);
                 continue;
             }
-            for (int ox = 0; ox < Wo; ox++) {
-                int ix = ox * stride - pad + kx;
-                dst[(size_t)oy * Wo + ox] = (ix >= 0 && ix < W) ? src[(size_t)iy * W + ix] : 0.0f;
-            }
+            const ptrdiff_t base = (ptrdiff_t)iy * W - pad + kx; /* input index of ox = 0 */
+            for (int ox = 0; ox < lo; ox++)
+                dst[ox] = 0.0f;
+            if (stride == 1)
+                memcpy(dst + lo, src + base + lo, (size_t)(hi - lo) * sizeof *dst);
+            else
+                for (int ox = lo; ox < hi; ox++)
+                    dst[ox] = src[base + (ptrdiff_t)ox * stride];
+            for (int ox = hi; ox < Wo; ox++)
+                dst[ox] = 0.0f;
         }
     }
 }
@@ -84,22 +104,19 @@ static void col2im(const float *col, size_t ld, int C, int H, int W, int k, int 
                    float *dx)
 {
     memset(dx, 0, (size_t)C * H * W * sizeof *dx);
-    for (int c = 0; c < C; c++) {
-        float *dst = dx + (size_t)c * H * W;
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                const float *src = col + ((size_t)(c * k + ky) * k + kx) * ld;
-                for (int oy = 0; oy < Ho; oy++) {
-                    int iy = oy * stride - pad + ky;
-                    if (iy < 0 || iy >= H)
-                        continue;
-                    for (int ox = 0; ox < Wo; ox++) {
-                        int ix = ox * stride - pad + kx;
-                        if (ix >= 0 && ix < W)
-                            dst[(size_t)iy * W + ix] += src[(size_t)oy * Wo + ox];
-                    }
-                }
-            }
+    for (int r = 0; r < C * k * k; r++) {
+        int c = r / (k * k), ky = (r / k) % k, kx = r % k, lo, hi;
+        valid_range(Wo, W, stride, pad, kx, &lo, &hi);
+        const float *src = col + (size_t)r * ld;
+        float *plane = dx + (size_t)c * H * W;
+        for (int oy = 0; oy < Ho; oy++, src += Wo) {
+            int iy = oy * stride - pad + ky;
+            if (iy < 0 || iy >= H)
+                continue;
+            const ptrdiff_t base = (ptrdiff_t)iy * W - pad + kx;
+            for (int ox = lo; ox < hi; ox++)
+                plane[base + (ptrdiff_t)ox * stride] += src[ox];
+        }
     }
 }
 
