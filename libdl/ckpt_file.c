@@ -265,7 +265,7 @@ dlu_status dlu__ckpt_save(const dlu__ckpt *c, const char *path)
     char *tmp = malloc(tmp_size);
     if (tmp == NULL)
         return dlu__error(DLU_ENOMEM, "%s: cannot allocate the temp file name", path);
-    snprintf(tmp, tmp_size, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(tmp, tmp_size, "%s.tmp", path);
 
     struct writer w = {NULL, NULL};
     dlu_status s = dlu__sha256_new(&w.h);

@@ -61,7 +61,9 @@ dlu_status dlu__ckpt_new(dlu__ckpt **out);
  * Cost: linear in the number of records (duplicate check). */
 dlu_status dlu__ckpt_put(dlu__ckpt *c, const char *name, const void *data, uint64_t nbytes);
 
-/* Write `c` to `path` atomically: the bytes go to "<path>.tmp.<pid>" in the same directory,
+/* Write `c` to `path` atomically: the bytes go to "<path>.tmp" in the same directory (a fixed
+ * name, so a save killed half-way leaves at most that one file, which the next save
+ * overwrites; two processes must not save to the same path at once),
  * which is flushed and fsync'ed, renamed over `path`, and then the directory is fsync'ed so
  * the rename itself survives a crash. On any failure before the rename the temp file is
  * removed and an existing file at `path` is left untouched.

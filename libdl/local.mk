@@ -10,6 +10,7 @@ dluinclude_HEADERS = \
 	include/dlu/numerics.h \
 	include/dlu/ops.def \
 	include/dlu/optim.h \
+	include/dlu/precision.h \
 	include/dlu/status.def \
 	include/dlu/status.h \
 	include/dlu/tensor.h \
@@ -29,6 +30,8 @@ libdlu_la_SOURCES = \
 	libdl/net_impl.h \
 	libdl/net_parse.c \
 	libdl/optim.c \
+	libdl/precision.c \
+	libdl/seed.h \
 	libdl/tensor.c \
 	libdl/train.c \
 	libdl/backend/cpu/cpu.h \

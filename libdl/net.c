@@ -11,17 +11,18 @@
 
 #include "error.h"
 #include "hash.h"
+#include "seed.h"
 #include "net_impl.h"
 
 #define NL(net, i) (&(net)->layers[i].l)
 
 dlu_status dlu__net_infer_shapes(dlu_net *net)
 {
-    int c = net->in_c, h = net->in_h, w = net->in_w;
+    int64_t c = net->in_c, h = net->in_h, w = net->in_w; /* int64: products are checked below */
     for (int i = 0; i < net->nlayers; i++) {
         dlu__layer *l = NL(net, i);
-        l->in_c = c, l->in_h = h, l->in_w = w;
-        l->in_size = (int64_t)c * h * w;
+        l->in_c = (int)c, l->in_h = (int)h, l->in_w = (int)w;
+        l->in_size = c * h * w;
         switch (l->op) {
         case DLU_OP_LINEAR:
             c = l->out, h = 1, w = 1;
@@ -29,10 +30,10 @@ dlu_status dlu__net_infer_shapes(dlu_net *net)
         case DLU_OP_CONV2D:
         case DLU_OP_MAXPOOL:
         case DLU_OP_AVGPOOL: {
-            int hp = h + 2 * l->pad, wp = w + 2 * l->pad;
+            int64_t hp = h + 2 * l->pad, wp = w + 2 * l->pad;
             if (l->kernel > hp || l->kernel > wp)
-                return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: kernel %d is larger than its padded input %dx%d",
-                                  net->origin, l->line, l->name, l->kernel, hp, wp);
+                return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: kernel %d is larger than its padded input %lldx%lld",
+                                  net->origin, l->line, l->name, l->kernel, (long long)hp, (long long)wp);
             if (l->op != DLU_OP_CONV2D && 2 * l->pad > l->kernel)
                 return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: pad %d is more than half the kernel %d",
                                   net->origin, l->line, l->name, l->pad, l->kernel);
@@ -49,7 +50,7 @@ dlu_status dlu__net_infer_shapes(dlu_net *net)
             if (i != net->nlayers - 1)
                 return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: softmax_xent must be the last layer",
                                   net->origin, l->line, l->name);
-            if ((int64_t)c * h * w < 2)
+            if (c * h * w < 2)
                 return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: softmax_xent needs at least 2 classes",
                                   net->origin, l->line, l->name);
             c = c * h * w, h = 1, w = 1;
@@ -57,11 +58,11 @@ dlu_status dlu__net_infer_shapes(dlu_net *net)
         default:
             break;
         }
-        l->out_c = c, l->out_h = h, l->out_w = w;
-        l->out_size = (int64_t)c * h * w;
-        if (l->out_size > ((int64_t)1 << 31) || l->in_size > ((int64_t)1 << 31))
-            return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: more than 2^31 elements per sample",
+        if (c * h * w > INT32_MAX || l->in_size > INT32_MAX)
+            return dlu__error(DLU_EFORMAT, "%s:%d: layer [%s]: 2^31 or more elements per sample",
                               net->origin, l->line, l->name);
+        l->out_c = (int)c, l->out_h = (int)h, l->out_w = (int)w;
+        l->out_size = c * h * w;
         net->layers[i].nparam = dlu_op_nparams(l->op) == 2 ? 1 + l->bias : 0;
     }
     dlu__layer *last = NL(net, net->nlayers - 1);
@@ -258,8 +259,7 @@ dlu_status dlu_net_init_params(dlu_net *net, uint64_t seed)
     gsl_rng *r = gsl_rng_alloc(gsl_rng_mt19937);
     if (!r)
         return dlu__error(DLU_ENOMEM, "net %s: cannot allocate an RNG", net->name);
-    /* MT19937 takes an unsigned long seed; fold the high half in so 64-bit seeds differ. */
-    gsl_rng_set(r, (unsigned long)(seed ^ (seed >> 32)));
+    gsl_rng_set(r, dlu__seed32(seed, 0));
     dlu_status s = DLU_OK;
     for (int i = 0; i < dlu_net_nparams(net) && s == DLU_OK; i++) {
         int slot, li = param_at(net, i, &slot);

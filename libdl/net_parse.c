@@ -32,6 +32,7 @@ typedef struct parse_ctx {
     int seen_net;
     dlu_net *net;
     dlu_status st;       /* first error, DLU_OK if none */
+    int err_line;        /* its line */
     unsigned seen_mask;  /* keys already set in this section (bit per key index) */
 } parse_ctx;
 
@@ -64,6 +65,7 @@ static dlu_status fail(parse_ctx *c, dlu_status code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     c->st = dlu__error(code, "%s:%d: %s", c->origin, c->line, msg);
+    c->err_line = c->line;
     return c->st;
 }
 
@@ -148,11 +150,9 @@ static void close_section(parse_ctx *c)
         if (!c->net->in_c)
             fail(c, DLU_EFORMAT, "section [net] has no 'input = CxHxW'");
     } else {
+        /* (a layer without 'op' cannot get here: any key before 'op' is an error) */
         dlu__net_layer *L = cur_layer(c);
-        if (L && L->l.op == DLU_OP_COUNT)
-            fail(c, DLU_EFORMAT, "layer [%s] has no 'op = ...' (expected one of linear, conv2d, relu, "
-                                 "maxpool, avgpool, flatten, softmax_xent)", c->header);
-        else if (L && L->l.op == DLU_OP_LINEAR && !L->l.out)
+        if (L && L->l.op == DLU_OP_LINEAR && !L->l.out)
             fail(c, DLU_EFORMAT, "linear layer [%s] needs 'out = N'", c->header);
         else if (L && L->l.op == DLU_OP_CONV2D && (!L->l.filters || !L->l.kernel))
             fail(c, DLU_EFORMAT, "conv2d layer [%s] needs 'filters = N' and 'kernel = K'", c->header);
@@ -179,8 +179,6 @@ static void open_section(parse_ctx *c, const char *name, int line)
     } else if (!strcmp(name, "net")) {
         if (c->seen_net)
             fail(c, DLU_EFORMAT, "a second [net] section (there must be exactly one, first)");
-        else if (c->net->nlayers)
-            fail(c, DLU_EFORMAT, "[net] must come before the first layer");
         c->seen_net = 1;
     } else {
         if (!c->seen_net)
@@ -211,23 +209,32 @@ static char *reader(char *str, int num, void *stream)
         close_section(c);
         return NULL;
     }
+    if (c->pos == 0 && c->len >= 3 && !memcmp(c->text, "\xEF\xBB\xBF", 3))
+        c->pos = 3; /* UTF-8 byte order mark */
+    /* A line ends at LF, CR LF or a lone CR. */
     size_t end = c->pos;
-    while (end < c->len && c->text[end] != '\n')
+    while (end < c->len && c->text[end] != '\n' && c->text[end] != '\r')
         end++;
-    size_t n = end - c->pos;
+    size_t next = end;
+    if (next < c->len)
+        next += (c->text[next] == '\r' && next + 1 < c->len && c->text[next + 1] == '\n') ? 2 : 1;
+    /* Leading blanks are dropped here: inih would read an indented line as the
+     * continuation of the previous value, which is never what a .net file means. */
+    size_t start = c->pos;
+    while (start < end && (c->text[start] == ' ' || c->text[start] == '\t'))
+        start++;
+    size_t n = end - start;
     c->line++;
     if (n >= (size_t)num - 1) {
         fail(c, DLU_EFORMAT, "line longer than %d characters", num - 2);
         n = (size_t)num - 2;
     }
-    memcpy(str, c->text + c->pos, n);
+    memcpy(str, c->text + start, n);
     str[n] = '\n';
     str[n + 1] = '\0';
-    c->pos = end < c->len ? end + 1 : end;
+    c->pos = next;
     /* A section header: '[' after optional blanks, name up to ']'. */
     const char *p = str;
-    while (*p == ' ' || *p == '\t')
-        p++;
     if (*p == '[') {
         const char *q = strchr(p, ']');
         if (q) {
@@ -262,10 +269,6 @@ static int handler(void *user, const char *section, const char *key, const char 
         if (op == DLU_OP_COUNT) {
             fail(c, DLU_EFORMAT, "op = '%s': unknown op (expected one of linear, conv2d, relu, maxpool, "
                                  "avgpool, flatten, softmax_xent)", value);
-            return 0;
-        }
-        if (c->header_keys != 1) {
-            fail(c, DLU_EFORMAT, "'op' must be the first key of layer [%s]", section);
             return 0;
         }
         L->l.op = op;
@@ -335,7 +338,9 @@ dlu_status dlu_net_parse(const char *text, const char *origin, dlu_net **out)
     snprintf(net->origin, sizeof net->origin, "%s", origin);
     parse_ctx c = {.origin = origin, .text = text, .len = strlen(text), .net = net};
     int r = ini_parse_stream(reader, &c, handler, &c);
-    if (c.st == DLU_OK && r > 0) {
+    /* inih reports its syntax errors only at the end; keep whichever error came first. */
+    if (r > 0 && (c.st == DLU_OK || r < c.err_line)) {
+        c.st = DLU_OK;
         c.line = r;
         fail(&c, DLU_EFORMAT, "syntax error (expected '[section]', 'key = value' or a comment)");
     } else if (c.st == DLU_OK && r < 0) {

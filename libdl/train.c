@@ -24,6 +24,7 @@
 #include "dlu/train.h"
 #include "error.h"
 #include "net_impl.h"
+#include "seed.h"
 
 void dlu_train_cfg_default(dlu_train_cfg *cfg)
 {
@@ -70,6 +71,14 @@ static uint64_t get_u64(const uint8_t *p)
 
 static const char *optim_name(dlu_optim_kind k) { return k == DLU_OPTIM_ADAM ? "adam" : "sgd"; }
 
+/* Threads change OpenBLAS's fp32 summation order, so an fp32 CPU run is reproducible only
+ * with the same thread count: the checkpoint records it and resuming checks it. */
+static int run_threads(const dlu_net *net)
+{
+    dlu_backend *be = dlu_net_backend(net);
+    return be && !strcmp(dlu_backend_kind(be), "cpu") ? dlu_cpu_threads() : 0;
+}
+
 static char *meta_json(const dlu_net *net, const char *kind, const dlu_train_cfg *cfg, int64_t n)
 {
     json_t *m = json_object();
@@ -80,6 +89,7 @@ static char *meta_json(const dlu_net *net, const char *kind, const dlu_train_cfg
         json_object_set_new(m, "batch", json_integer(cfg->batch));
         json_object_set_new(m, "optimizer", json_string(optim_name(cfg->optim.kind)));
         json_object_set_new(m, "train_samples", json_integer(n));
+        json_object_set_new(m, "cpu_threads", json_integer(run_threads(net)));
     }
     json_t *ps = json_array();
     for (int i = 0; i < dlu_net_nparams(net); i++) {
@@ -275,6 +285,8 @@ static dlu_status load_checkpoint(trainer *t, const char *path)
         s = meta_int_matches(m, path, "batch", t->cfg->batch, "--batch");
     if (s == DLU_OK)
         s = meta_int_matches(m, path, "train_samples", t->n, "a training set of size");
+    if (s == DLU_OK)
+        s = meta_int_matches(m, path, "cpu_threads", run_threads(t->net), "--threads");
     json_decref(m);
     uint8_t st[48];
     if (s == DLU_OK)
@@ -471,9 +483,9 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
     if (s == DLU_OK)
         s = dlu_tensor_new_on(be, DLU_DTYPE_I32, 1, ys, &t.y);
     if (s == DLU_OK) {
-        /* The data order's RNG is separate from the init RNG (both seeded with the seed, the
-         * data one with its bits complemented) so that changing the net leaves it alone. */
-        gsl_rng_set(t.rng, (unsigned long)~(cfg->seed ^ (cfg->seed >> 32)));
+        /* The data order's RNG is separate from the init RNG (another stream of the same
+         * seed) so that changing the net leaves the data order alone. */
+        gsl_rng_set(t.rng, dlu__seed32(cfg->seed, 1));
         for (int64_t i = 0; i < t.n; i++)
             t.perm[i] = i;
         s = cfg->resume ? load_checkpoint(&t, cfg->resume) : dlu_net_init_params(net, cfg->seed);

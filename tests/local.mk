@@ -24,7 +24,13 @@ tests_test_net_SOURCES = tests/test_net.c
 tests_test_net_CPPFLAGS = $(tests_cflags)
 tests_test_net_LDADD = $(tests_ldadd)
 
-EXTRA_DIST += tests/test_cli.sh tests/test_resume.sh tests/lib.sh tests/mkidx.py
+EXTRA_DIST += tests/test_cli.sh tests/test_resume.sh tests/lib.sh
+
+# mkidx: writes small synthetic IDX data sets for the shell tests
+check_PROGRAMS += tests/mkidx
+tests_mkidx_SOURCES = tests/mkidx.c
+tests_mkidx_CPPFLAGS = $(AM_CPPFLAGS) $(ZLIB_CFLAGS)
+tests_mkidx_LDADD = $(ZLIB_LIBS)
 tests_test_numerics_SOURCES = tests/test_numerics.c
 tests_test_numerics_CPPFLAGS = $(tests_cflags)
 tests_test_numerics_LDADD = $(CUNIT_LIBS) -lm

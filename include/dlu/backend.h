@@ -58,6 +58,7 @@ void dlu_backend_prof_reset(dlu_backend *be);
 /* CPU threads used by BLAS and the CPU kernels: n >= 1 sets it, 0 means all online cores.
  * Returns the count in effect. Process-wide; call before starting work. */
 int dlu_cpu_set_threads(int n);
+int dlu_cpu_threads(void);
 
 /* CPU features found at run time ("avx512f avx512_vnni avx512_bf16 ..."), static string. */
 const char *dlu_cpu_features(void);

@@ -1,9 +1,10 @@
 /* train.h -- the training loop: shuffled batches, optimizer steps, evaluation, progress,
  * and checkpoints that let a killed run resume to the same bits.
  *
- * Determinism: for a given net file, seed, batch size, optimizer settings and data, the
- * final parameters are the same on every run, whether the run was interrupted and resumed
- * from a checkpoint or not. The data order comes from GSL's MT19937 seeded with the seed,
+ * Determinism: for a given net file, seed, batch size, optimizer settings, data and backend
+ * (on the CPU: the same thread count, since OpenBLAS's fp32 summation order depends on it),
+ * the final parameters are the same on every run, whether the run was interrupted and
+ * resumed from a checkpoint or not. The data order comes from GSL's MT19937 seeded with the seed,
  * shuffled (gsl_ran_shuffle) at the start of every epoch; the last partial batch is kept.
  *
  * Not here: multi-device execution (runtime/). */

@@ -23,6 +23,10 @@ int cli_fail(const char *cmd, const char *what, int status);
 int cli_int(const char *cmd, const char *opt, const char *v, long long lo, long long hi, long long *out);
 int cli_float(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out);
 
+/* 1 when a file can be created at path (its folder exists and is writable); else prints
+ * "dlu CMD: OPT 'path': ..." and returns 0. */
+int cli_writable(const char *cmd, const char *opt, const char *path);
+
 /* After getopt_long has printed what was wrong: point at --help, return 2. */
 int cli_usage_error(const char *cmd);
 

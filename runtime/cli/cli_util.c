@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "dlu/status.h"
@@ -55,4 +57,25 @@ int cli_usage_error(const char *cmd)
 {
     fprintf(stderr, "dlu %s: see 'dlu %s --help'\n", cmd, cmd);
     return 2;
+}
+
+int cli_writable(const char *cmd, const char *opt, const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == path)
+        snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (!*path || path[strlen(path) - 1] == '/') {
+        cli_error(cmd, "%s '%s': expected a file name, not a folder", opt, path);
+        return 0;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        cli_error(cmd, "%s '%s': cannot write into folder '%s': %s", opt, path, dir, strerror(errno));
+        return 0;
+    }
+    return 1;
 }

@@ -76,17 +76,20 @@ int cmd_eval(int argc, char **argv)
     int rc = 1;
     double acc = 0, loss = 0;
     char digest[65];
-    dlu_status s;
+    dlu_status s = dlu_backend_open(device, &be);
+    if (s != DLU_OK) {
+        cli_fail("eval", "--device", s);
+        rc = s == DLU_EINVAL ? 2 : 1;
+        goto out;
+    }
+    if (json && !cli_writable("eval", "--json", json))
+        goto out;
     if ((s = dlu_net_load(net_path, &net)) != DLU_OK) {
         cli_fail("eval", "net", s);
         goto out;
     }
     if ((s = dlu_dataset_load_dir(data, split, &ds)) != DLU_OK) {
         cli_fail("eval", "data", s);
-        goto out;
-    }
-    if ((s = dlu_backend_open(device, &be)) != DLU_OK) {
-        cli_fail("eval", "--device", s);
         goto out;
     }
     if ((s = dlu_net_bind(net, be, (int)batch)) != DLU_OK || (s = dlu_net_load_weights(net, weights)) != DLU_OK) {

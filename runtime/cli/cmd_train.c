@@ -254,18 +254,23 @@ int cmd_train(int argc, char **argv)
     dlu_backend *be = NULL;
     dlu_train_result res;
     int rc = 1;
-    dlu_status s = dlu_net_load(net_path, &net);
+    dlu_status s = dlu_backend_open(device, &be);
     if (s != DLU_OK) {
+        cli_fail("train", "--device", s);
+        rc = s == DLU_EINVAL ? 2 : 1;
+        goto out;
+    }
+    /* Find unwritable output paths now, not after hours of training. */
+    if ((json && !cli_writable("train", "--json", json)) ||
+        (cfg.checkpoint && !cli_writable("train", "--checkpoint", cfg.checkpoint)))
+        goto out;
+    if ((s = dlu_net_load(net_path, &net)) != DLU_OK) {
         cli_fail("train", "net", s);
         goto out;
     }
     if ((s = dlu_dataset_load_dir(data, "train", &tr)) != DLU_OK ||
         (s = dlu_dataset_load_dir(data, "test", &te)) != DLU_OK) {
         cli_fail("train", "data", s);
-        goto out;
-    }
-    if ((s = dlu_backend_open(device, &be)) != DLU_OK) {
-        cli_fail("train", "--device", s);
         goto out;
     }
     cfg.progress = on_progress;

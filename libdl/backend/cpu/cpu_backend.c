@@ -37,6 +37,8 @@ int dlu_cpu_set_threads(int n)
     return n;
 }
 
+int dlu_cpu_threads(void) { return openblas_get_num_threads(); }
+
 const char *dlu_cpu_features(void)
 {
     static char buf[256];
