@@ -12,6 +12,8 @@
 #include <stdint.h>
 
 #include "dlu/backend.h"
+#include "dlu/numerics.h"
+#include "dlu/scale.h"
 #include "dlu/tensor.h"
 
 #ifdef __cplusplus
@@ -27,7 +29,30 @@ struct dlu_tensor {
     size_t nbytes;
     int owns;
     struct dlu_backend *be; /* NULL: host memory */
+    int exp;                /* DFP tensors (i8, i16): value = q * 2^exp */
 };
+
+/* A DFP tensor site: one tensor that a DFP training step produces (a layer's output,
+ * input gradient, quantized weight or weight gradient), with its format, rounding, the
+ * exponent policy that sets its exponent, and the statistics of its latest production
+ * (the DLU's statistics circuit). Kernels read fmt/round/exp, fill stats, and calibrate
+ * the exponent on the site's first production (dlu__site_exp). */
+typedef struct dlu__qsite {
+    int used;                /* produced in this net (0: e.g. the first layer's dx) */
+    dlu_tensor_class cls;
+    dlu_format fmt;
+    dlu_round round;
+    int exp;                 /* exponent for the next production */
+    uint32_t id;             /* tensor id in the stochastic-rounding stream */
+    dlu_scale_state *scale;  /* exponent policy; NULL: the exponent is the input's */
+    dlu_stats stats;         /* statistics of the latest production */
+    char name[80];           /* e.g. "fc1.y" */
+} dlu__qsite;
+
+/* The exponent to produce the site with: the policy's, or, on the site's first
+ * production, the calibration from `pre` (statistics of the values about to be
+ * quantized; may be NULL when the site is calibrated). Host function. */
+int dlu__site_exp(dlu__qsite *s, const dlu_stats *pre);
 
 /* One layer as kernels see it: attributes from the .net file and per-sample shapes. */
 typedef struct dlu__layer {
@@ -62,7 +87,13 @@ typedef struct dlu__op_args {
     const dlu_tensor *labels; /* softmax_xent: int32 (n) */
     double *loss;           /* softmax_xent forward: mean loss over the batch (host) */
     int64_t *correct;       /* softmax_xent forward: count of argmax == label (host), may be NULL */
-    void *ws;               /* workspace of ws_nbytes(l, n) bytes */
+    void *ws;               /* workspace of ws_nbytes(l, n, dfp) bytes */
+    /* DFP steps only (NULL in fp32): the sites of y, dx, the quantized weight and the
+     * weight and bias gradients, the quantized weight tensor, and the random stream. */
+    dlu__qsite *qy, *qdx, *qw, *qdw, *qdb;
+    dlu_tensor *wq;         /* (out, in) or (F, C*k*k), W format */
+    uint64_t seed;
+    uint32_t step;
 } dlu__op_args;
 
 typedef dlu_status (*dlu__kernel_fn)(struct dlu_backend *be, const dlu__op_args *a);
@@ -94,9 +125,15 @@ typedef struct dlu__backend_vtbl {
     dlu_status (*upload)(struct dlu_backend *be, void *dst, const void *host_src, size_t nbytes);
     dlu_status (*download)(struct dlu_backend *be, void *host_dst, const void *src, size_t nbytes);
     dlu_status (*sync)(struct dlu_backend *be);
-    size_t (*ws_nbytes)(const dlu__layer *l, int n); /* workspace one kernel call needs */
+    size_t (*ws_nbytes)(const dlu__layer *l, int n, int dfp); /* workspace one kernel call needs */
     dlu__kernel_fn forward[DLU_OP_COUNT];
     dlu__kernel_fn backward[DLU_OP_COUNT];
+    /* Dynamic fixed point: kernels over i8/i16 tensors (NULL: unsupported). */
+    dlu__kernel_fn forward_dfp[DLU_OP_COUNT];
+    dlu__kernel_fn backward_dfp[DLU_OP_COUNT];
+    /* Quantize n fp32 values (src) into dst (the site's format) at the site's exponent. */
+    dlu_status (*quantize)(struct dlu_backend *be, const dlu_tensor *src, size_t n, dlu_tensor *dst,
+                           dlu__qsite *site, uint64_t seed, uint32_t step);
     dlu_status (*sgd_step)(struct dlu_backend *be, const dlu__sgd_args *a);
     dlu_status (*adam_step)(struct dlu_backend *be, const dlu__adam_args *a);
 } dlu__backend_vtbl;

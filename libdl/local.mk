@@ -11,6 +11,7 @@ dluinclude_HEADERS = \
 	include/dlu/ops.def \
 	include/dlu/optim.h \
 	include/dlu/precision.h \
+	include/dlu/scale.h \
 	include/dlu/status.def \
 	include/dlu/status.h \
 	include/dlu/tensor.h \
@@ -31,16 +32,20 @@ libdlu_la_SOURCES = \
 	libdl/net_parse.c \
 	libdl/optim.c \
 	libdl/precision.c \
+	libdl/scale.c \
 	libdl/seed.h \
 	libdl/tensor.c \
 	libdl/train.c \
 	libdl/backend/cpu/cpu.h \
 	libdl/backend/cpu/cpu_backend.c \
 	libdl/backend/cpu/cpu_dense.c \
+	libdl/backend/cpu/cpu_dfp.c \
+	libdl/backend/cpu/igemm.c \
+	libdl/backend/cpu/igemm.h \
 	libdl/backend/cpu/cpu_misc.c \
 	libdl/backend/cuda/cuda_stub.c
 
 libdlu_la_CPPFLAGS = $(AM_CPPFLAGS) $(OPENBLAS_CFLAGS) $(GSL_CFLAGS) $(ZLIB_CFLAGS) $(INIH_CFLAGS) \
 	$(JANSSON_CFLAGS) $(CRYPTO_CFLAGS)
-libdlu_la_LIBADD = $(OPENBLAS_LIBS) $(GSL_LIBS) $(ZLIB_LIBS) $(INIH_LIBS) $(JANSSON_LIBS) $(CRYPTO_LIBS) -lm
+libdlu_la_LIBADD = $(OPENBLAS_LIBS) $(GSL_LIBS) $(ZLIB_LIBS) $(INIH_LIBS) $(JANSSON_LIBS) $(CRYPTO_LIBS) -lpthread -lm
 libdlu_la_LDFLAGS = -version-info 0:0:0

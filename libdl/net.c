@@ -85,7 +85,12 @@ void dlu_net_free(dlu_net *net)
         dlu_tensor_free(L->y);
         dlu_tensor_free(L->dx);
         dlu_tensor_free(L->aux);
+        dlu_tensor_free(L->wq);
+        for (int k = 0; k < DLU__SITE_COUNT; k++)
+            dlu_scale_state_free(L->q[k].scale);
     }
+    dlu_tensor_free(net->xq);
+    dlu_scale_state_free(net->qx.scale);
     if (net->ws && net->be)
         net->be->vt->free(net->be, net->ws);
     free(net->layers);
@@ -204,6 +209,186 @@ dlu_tensor *dlu_net_grad(const dlu_net *net, int i)
     return li < 0 ? NULL : net->layers[li].grad[slot];
 }
 
+dlu_status dlu_net_set_precision(dlu_net *net, const dlu_precision *p, const dlu_scale_cfg *scale)
+{
+    if (net->be)
+        return dlu__error(DLU_EINVAL, "net %s: number formats must be set before binding", net->name);
+    DLU__TRY(dlu_precision_check(p));
+    int dfp = dlu_precision_is_dfp(p);
+    for (int i = 0; i < net->nlayers && dfp; i++) {
+        const dlu__layer *l = NL(net, i);
+        int area = l->kernel * l->kernel;
+        if (l->op == DLU_OP_AVGPOOL && (area & (area - 1)))
+            return dlu__error(DLU_EUNSUPPORTED, "%s:%d: layer [%s]: in dynamic fixed point avgpool needs a window "
+                              "area that is a power of two (kernel 1, 2, 4, ...), not %d", net->origin, l->line,
+                              l->name, area);
+    }
+    net->prec = *p;
+    net->dfp = dfp;
+    if (scale)
+        net->scale = *scale;
+    else
+        dlu_scale_cfg_default(&net->scale);
+    return DLU_OK;
+}
+
+void dlu_net_set_step(dlu_net *net, uint64_t seed, uint32_t step)
+{
+    net->seed = seed;
+    net->step = step;
+}
+
+static dlu_dtype fmt_dtype(dlu_format f)
+{
+    return f == DLU_FMT_DFP8 ? DLU_DTYPE_I8 : f == DLU_FMT_DFP16 ? DLU_DTYPE_I16 : DLU_DTYPE_F32;
+}
+
+/* One DFP site: policy 1 gives it an exponent policy (when its format is DFP); 0 means
+ * its exponent is inherited from the op's input. */
+static dlu_status site_init(dlu_net *net, dlu__qsite *q, const char *layer, const char *what, dlu_tensor_class cls,
+                            int policy, uint32_t id)
+{
+    q->used = 1;
+    q->cls = cls;
+    q->fmt = net->prec.fmt[cls];
+    q->round = net->prec.round[cls];
+    q->id = id;
+    snprintf(q->name, sizeof q->name, "%s%s%s", layer, *layer ? "." : "", what);
+    if (policy && dlu_format_is_dfp(q->fmt))
+        return dlu_scale_state_new(&net->scale, q->fmt, &q->scale);
+    return DLU_OK;
+}
+
+static dlu_status sites_init(dlu_net *net)
+{
+    DLU__TRY(site_init(net, &net->qx, "", "input", DLU_CLASS_A, 1, 0));
+    for (int i = 0; i < net->nlayers; i++) {
+        dlu__net_layer *L = &net->layers[i];
+        const dlu__layer *l = &L->l;
+        const int dense = l->op == DLU_OP_LINEAR || l->op == DLU_OP_CONV2D;
+        const int requant = dense || l->op == DLU_OP_AVGPOOL; /* ops whose output gets a new exponent */
+        const uint32_t id = 1u + 8u * (uint32_t)i;
+        if (l->op != DLU_OP_SOFTMAX_XENT)
+            DLU__TRY(site_init(net, &L->q[DLU__SITE_Y], l->name, "y", DLU_CLASS_A, requant, id + DLU__SITE_Y));
+        if (i > 0)
+            DLU__TRY(site_init(net, &L->q[DLU__SITE_DX], l->name, "dx", DLU_CLASS_E,
+                               requant || l->op == DLU_OP_SOFTMAX_XENT, id + DLU__SITE_DX));
+        if (dense) {
+            DLU__TRY(site_init(net, &L->q[DLU__SITE_W], l->name, "w", DLU_CLASS_W, 1, id + DLU__SITE_W));
+            DLU__TRY(site_init(net, &L->q[DLU__SITE_DW], l->name, "dw", DLU_CLASS_G, 1, id + DLU__SITE_DW));
+            if (l->bias)
+                DLU__TRY(site_init(net, &L->q[DLU__SITE_DB], l->name, "db", DLU_CLASS_G, 1, id + DLU__SITE_DB));
+        }
+    }
+    return DLU_OK;
+}
+
+/* Feed every site's policy the statistics of the step just finished (the next
+ * production asks the policy for its exponent; q->exp keeps the one last used). */
+static void sites_update(dlu_net *net)
+{
+    if (net->qx.scale)
+        dlu_scale_update(net->qx.scale, &net->qx.stats);
+    for (int i = 0; i < net->nlayers; i++)
+        for (int k = 0; k < DLU__SITE_COUNT; k++) {
+            dlu__qsite *q = &net->layers[i].q[k];
+            if (q->used && q->scale)
+                dlu_scale_update(q->scale, &q->stats);
+        }
+}
+
+int dlu__site_exp(dlu__qsite *q, const dlu_stats *pre)
+{
+    if (!q->scale)
+        return q->exp;
+    q->exp = dlu_scale_calibrated(q->scale) ? dlu_scale_exp(q->scale) : dlu_scale_calibrate(q->scale, pre);
+    return q->exp;
+}
+
+/* Site i of the public numbering: 0 = input, then used layer sites in slot order. */
+static dlu__qsite *site_at(const dlu_net *net, int i, int *layer)
+{
+    if (!net->dfp || !net->be)
+        return NULL;
+    *layer = -1;
+    if (i == 0)
+        return (dlu__qsite *)&net->qx;
+    i--;
+    for (int li = 0; li < net->nlayers; li++)
+        for (int k = 0; k < DLU__SITE_COUNT; k++) {
+            dlu__qsite *q = (dlu__qsite *)&net->layers[li].q[k];
+            if (q->used && i-- == 0) {
+                *layer = li;
+                return q;
+            }
+        }
+    return NULL;
+}
+
+int dlu_net_nsites(const dlu_net *net)
+{
+    int n = 0, layer;
+    while (site_at(net, n, &layer))
+        n++;
+    return n;
+}
+
+void dlu_net_site(const dlu_net *net, int i, dlu_site_info *info)
+{
+    int layer = -1;
+    dlu__qsite *q = site_at(net, i, &layer);
+    memset(info, 0, sizeof *info);
+    if (!q)
+        return;
+    *info = (dlu_site_info){.name = q->name, .layer = layer, .cls = q->cls, .fmt = q->fmt, .round = q->round,
+                            .exp = q->exp, .policy = q->scale != NULL, .stats = &q->stats};
+}
+
+size_t dlu_net_scale_nbytes(const dlu_net *net)
+{
+    size_t n = 0;
+    int layer;
+    for (int i = 0; site_at(net, i, &layer); i++) {
+        dlu__qsite *q = site_at(net, i, &layer);
+        if (q->scale)
+            n += dlu_scale_state_nbytes(q->scale);
+    }
+    return n;
+}
+
+void dlu_net_scale_save(const dlu_net *net, void *buf)
+{
+    uint8_t *p = buf;
+    int layer;
+    for (int i = 0; site_at(net, i, &layer); i++) {
+        dlu__qsite *q = site_at(net, i, &layer);
+        if (q->scale) {
+            dlu_scale_state_save(q->scale, p);
+            p += dlu_scale_state_nbytes(q->scale);
+        }
+    }
+}
+
+dlu_status dlu_net_scale_load(dlu_net *net, const void *buf, size_t nbytes)
+{
+    if (nbytes != dlu_net_scale_nbytes(net))
+        return dlu__error(DLU_ESHAPE, "net %s: scaling state of %zu bytes, expected %zu", net->name, nbytes,
+                          dlu_net_scale_nbytes(net));
+    const uint8_t *p = buf;
+    int layer;
+    for (int i = 0; site_at(net, i, &layer); i++) {
+        dlu__qsite *q = site_at(net, i, &layer);
+        if (!q->scale)
+            continue;
+        size_t n = dlu_scale_state_nbytes(q->scale);
+        dlu_status s = dlu_scale_state_load(q->scale, p, n);
+        if (s != DLU_OK)
+            return dlu__error_prefix(s, "net %s: site %s: ", net->name, q->name);
+        p += n;
+    }
+    return DLU_OK;
+}
+
 dlu_status dlu_net_bind(dlu_net *net, dlu_backend *be, int max_batch)
 {
     if (net->be)
@@ -212,9 +397,12 @@ dlu_status dlu_net_bind(dlu_net *net, dlu_backend *be, int max_batch)
         return dlu__error(DLU_EINVAL, "net %s: batch size %d out of range [1, 2^20]", net->name, max_batch);
     for (int i = 0; i < net->nlayers; i++) {
         dlu_op op = NL(net, i)->op;
-        if (!be->vt->forward[op] || !be->vt->backward[op])
-            return dlu__error(DLU_EUNSUPPORTED, "net %s: layer [%s]: op %s is not supported by the %s backend",
-                              net->name, NL(net, i)->name, dlu_op_name(op), be->vt->kind);
+        dlu__kernel_fn const *fwd = net->dfp ? be->vt->forward_dfp : be->vt->forward;
+        dlu__kernel_fn const *bwd = net->dfp ? be->vt->backward_dfp : be->vt->backward;
+        if (!fwd[op] || !bwd[op] || (net->dfp && !be->vt->quantize))
+            return dlu__error(DLU_EUNSUPPORTED, "net %s: layer [%s]: op %s in %s is not supported by the %s backend",
+                              net->name, NL(net, i)->name, dlu_op_name(op), net->dfp ? "dynamic fixed point" : "fp32",
+                              be->vt->kind);
     }
     net->be = be;
     net->max_batch = max_batch;
@@ -232,20 +420,31 @@ dlu_status dlu_net_bind(dlu_net *net, dlu_backend *be, int max_batch)
                 s = dlu_tensor_new_on(be, DLU_DTYPE_F32, nd, shape, &L->grad[k]);
         }
         int64_t ys[2] = {max_batch, l->out_size}, xs[2] = {max_batch, l->in_size};
+        const dlu_dtype yt = l->op == DLU_OP_SOFTMAX_XENT ? DLU_DTYPE_F32 : fmt_dtype(net->prec.fmt[DLU_CLASS_A]);
         if (s == DLU_OK)
-            s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, ys, &L->y);
+            s = dlu_tensor_new_on(be, yt, 2, ys, &L->y);
         if (s == DLU_OK && i > 0)
-            s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &L->dx);
+            s = dlu_tensor_new_on(be, fmt_dtype(net->prec.fmt[DLU_CLASS_E]), 2, xs, &L->dx);
+        if (s == DLU_OK && net->dfp && L->nparam) {
+            int nd = dlu_net_param_shape(net, p - L->nparam, shape);
+            s = dlu_tensor_new_on(be, fmt_dtype(net->prec.fmt[DLU_CLASS_W]), nd, shape, &L->wq);
+        }
         if (s == DLU_OK && l->op == DLU_OP_MAXPOOL)
             s = dlu_tensor_new_on(be, DLU_DTYPE_I32, 2, ys, &L->aux);
         if (s == DLU_OK && l->op == DLU_OP_SOFTMAX_XENT)
             s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &L->aux);
-        size_t need = be->vt->ws_nbytes(l, max_batch);
+        size_t need = be->vt->ws_nbytes(l, max_batch, net->dfp);
         if (need > ws)
             ws = need;
     }
     if (s == DLU_OK && ws)
         s = be->vt->alloc(be, ws, &net->ws);
+    if (s == DLU_OK && net->dfp) {
+        int64_t xs[2] = {max_batch, (int64_t)net->in_c * net->in_h * net->in_w};
+        s = dlu_tensor_new_on(be, fmt_dtype(net->prec.fmt[DLU_CLASS_A]), 2, xs, &net->xq);
+        if (s == DLU_OK)
+            s = sites_init(net);
+    }
     net->ws_nbytes = ws;
     if (s != DLU_OK)
         return dlu__error_prefix(s, "net %s: binding to %s for batch %d: ", net->name, be->device, max_batch);
@@ -288,7 +487,7 @@ static void layer_args(dlu_net *net, int i, int n, dlu__op_args *a)
     memset(a, 0, sizeof *a);
     a->l = &L->l;
     a->n = n;
-    a->x = i ? net->layers[i - 1].y : net->last_x;
+    a->x = i ? net->layers[i - 1].y : net->dfp ? net->xq : net->last_x;
     a->y = L->y;
     a->dy = i + 1 < net->nlayers ? net->layers[i + 1].dx : NULL;
     a->dx = L->dx;
@@ -299,6 +498,16 @@ static void layer_args(dlu_net *net, int i, int n, dlu__op_args *a)
     a->aux = L->aux;
     a->labels = net->last_labels;
     a->ws = net->ws;
+    if (net->dfp) {
+        a->qy = L->q[DLU__SITE_Y].used ? &L->q[DLU__SITE_Y] : NULL;
+        a->qdx = L->q[DLU__SITE_DX].used ? &L->q[DLU__SITE_DX] : NULL;
+        a->qw = L->q[DLU__SITE_W].used ? &L->q[DLU__SITE_W] : NULL;
+        a->qdw = L->q[DLU__SITE_DW].used ? &L->q[DLU__SITE_DW] : NULL;
+        a->qdb = L->q[DLU__SITE_DB].used ? &L->q[DLU__SITE_DB] : NULL;
+        a->wq = L->wq;
+        a->seed = net->seed;
+        a->step = net->step;
+    }
 }
 
 dlu_status dlu_net_forward(dlu_net *net, const dlu_tensor *x, const dlu_tensor *labels, int n, double *loss,
@@ -325,13 +534,19 @@ dlu_status dlu_net_forward(dlu_net *net, const dlu_tensor *x, const dlu_tensor *
     net->last_x = x;
     net->last_labels = labels;
     net->last_n = n;
+    if (net->dfp) {
+        dlu_status s = net->be->vt->quantize(net->be, x, (size_t)n * in, net->xq, &net->qx, net->seed, net->step);
+        if (s != DLU_OK)
+            return dlu__error_prefix(s, "quantizing the input: ");
+    }
+    dlu__kernel_fn const *fwd = net->dfp ? net->be->vt->forward_dfp : net->be->vt->forward;
     for (int i = 0; i < net->nlayers; i++) {
         dlu__op_args a;
         layer_args(net, i, n, &a);
         a.loss = loss;
         a.correct = correct;
         uint64_t t0 = dlu__now_ns();
-        dlu_status s = net->be->vt->forward[a.l->op](net->be, &a);
+        dlu_status s = fwd[a.l->op](net->be, &a);
         net->layers[i].fwd_ns += dlu__now_ns() - t0;
         if (s != DLU_OK)
             return dlu__error_prefix(s, "layer [%s] forward: ", a.l->name);
@@ -343,15 +558,18 @@ dlu_status dlu_net_backward(dlu_net *net)
 {
     if (!net->last_n)
         return dlu__error(DLU_EINVAL, "net %s: backward without a forward", net->name);
+    dlu__kernel_fn const *bwd = net->dfp ? net->be->vt->backward_dfp : net->be->vt->backward;
     for (int i = net->nlayers - 1; i >= 0; i--) {
         dlu__op_args a;
         layer_args(net, i, net->last_n, &a);
         uint64_t t0 = dlu__now_ns();
-        dlu_status s = net->be->vt->backward[a.l->op](net->be, &a);
+        dlu_status s = bwd[a.l->op](net->be, &a);
         net->layers[i].bwd_ns += dlu__now_ns() - t0;
         if (s != DLU_OK)
             return dlu__error_prefix(s, "layer [%s] backward: ", a.l->name);
     }
+    if (net->dfp)
+        sites_update(net); /* delayed scaling: this step's statistics set the next step's exponents */
     return DLU_OK;
 }
 

@@ -15,7 +15,9 @@
  * Not here: printing. Progress goes to a caller-supplied callback. */
 #include <gsl/gsl_randist.h>
 #include <gsl/gsl_rng.h>
+#include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +35,10 @@ void dlu_train_cfg_default(dlu_train_cfg *cfg)
     cfg->batch = 128;
     cfg->eval_each_epoch = 1;
     cfg->progress_every = 10;
+    cfg->stats_every = 1;
     dlu_optim_cfg_default(&cfg->optim);
+    dlu_precision_default(&cfg->prec);
+    dlu_scale_cfg_default(&cfg->scale);
 }
 
 typedef struct trainer {
@@ -90,6 +95,13 @@ static char *meta_json(const dlu_net *net, const char *kind, const dlu_train_cfg
         json_object_set_new(m, "optimizer", json_string(optim_name(cfg->optim.kind)));
         json_object_set_new(m, "train_samples", json_integer(n));
         json_object_set_new(m, "cpu_threads", json_integer(run_threads(net)));
+        char f[96], r[96], sc[256];
+        dlu_precision_format_str(&cfg->prec, f, sizeof f);
+        dlu_precision_round_str(&cfg->prec, r, sizeof r);
+        dlu_scale_format_spec(&cfg->scale, sc, sizeof sc);
+        json_object_set_new(m, "format", json_string(f));
+        json_object_set_new(m, "round", json_string(r));
+        json_object_set_new(m, "scale", json_string(sc));
     }
     json_t *ps = json_array();
     for (int i = 0; i < dlu_net_nparams(net); i++) {
@@ -135,6 +147,36 @@ static dlu_status get_tensor(const dlu__ckpt *c, const char *prefix, const char 
         s = dlu_tensor_write(t, buf, t->nbytes);
     free(buf);
     return s;
+}
+
+/* The DFP sites' scaling-policy state (record "scale"), so that a resumed DFP run picks
+ * the same exponents as an unbroken one. */
+static dlu_status put_scale(dlu__ckpt *c, const dlu_net *net)
+{
+    size_t n = dlu_net_scale_nbytes(net);
+    if (!n)
+        return DLU_OK;
+    void *buf = malloc(n);
+    if (!buf)
+        return dlu__error(DLU_ENOMEM, "checkpoint: out of memory");
+    dlu_net_scale_save(net, buf);
+    dlu_status s = dlu__ckpt_put(c, "scale", buf, n);
+    free(buf);
+    return s;
+}
+
+/* required: a training checkpoint must have it; weights for evaluation may lack it (the
+ * exponents are then calibrated on the first batch). */
+static dlu_status get_scale(const dlu__ckpt *c, dlu_net *net, int required)
+{
+    if (!dlu_net_scale_nbytes(net))
+        return DLU_OK;
+    const void *data;
+    uint64_t n;
+    dlu_status s = dlu__ckpt_get(c, "scale", &data, &n);
+    if (s != DLU_OK)
+        return required ? s : DLU_OK;
+    return dlu_net_scale_load(net, data, (size_t)n);
 }
 
 static dlu_status put_params(dlu__ckpt *c, const dlu_net *net)
@@ -207,6 +249,8 @@ dlu_status dlu_net_load_weights(dlu_net *net, const char *path)
     dlu_status s = check_meta(c, path, net, NULL);
     for (int i = 0; i < dlu_net_nparams(net) && s == DLU_OK; i++)
         s = get_tensor(c, "param:", dlu_net_param_name(net, i), dlu_net_param(net, i));
+    if (s == DLU_OK)
+        s = get_scale(c, net, 0);
     dlu__ckpt_free(c);
     return s;
 }
@@ -248,9 +292,22 @@ static dlu_status save_checkpoint(trainer *t)
     for (int i = 0; i < dlu_optim_nstate(t->opt) && s == DLU_OK; i++)
         s = put_tensor(c, "optim:", dlu_optim_state_name(t->opt, i), dlu_optim_state(t->opt, i));
     if (s == DLU_OK)
+        s = put_scale(c, t->net);
+    if (s == DLU_OK)
         s = dlu__ckpt_save(c, cfg->checkpoint);
     dlu__ckpt_free(c);
     return s == DLU_OK ? s : dlu__error_prefix(s, "writing checkpoint: ");
+}
+
+static dlu_status meta_str_matches(json_t *m, const char *path, const char *key, const char *want, const char *opt)
+{
+    json_t *v = json_object_get(m, key);
+    if (!json_is_string(v))
+        return dlu__error(DLU_EFORMAT, "%s: checkpoint metadata lacks '%s'", path, key);
+    if (strcmp(json_string_value(v), want))
+        return dlu__error(DLU_EINVAL, "%s: checkpoint was written with %s %s, this run has %s (resume with the "
+                          "same value)", path, opt, json_string_value(v), want);
+    return DLU_OK;
 }
 
 static dlu_status meta_int_matches(json_t *m, const char *path, const char *key, int64_t want, const char *opt)
@@ -287,6 +344,16 @@ static dlu_status load_checkpoint(trainer *t, const char *path)
         s = meta_int_matches(m, path, "train_samples", t->n, "a training set of size");
     if (s == DLU_OK)
         s = meta_int_matches(m, path, "cpu_threads", run_threads(t->net), "--threads");
+    char f[96], r[96], sc[256];
+    dlu_precision_format_str(&t->cfg->prec, f, sizeof f);
+    dlu_precision_round_str(&t->cfg->prec, r, sizeof r);
+    dlu_scale_format_spec(&t->cfg->scale, sc, sizeof sc);
+    if (s == DLU_OK)
+        s = meta_str_matches(m, path, "format", f, "--format");
+    if (s == DLU_OK && dlu_precision_is_dfp(&t->cfg->prec))
+        s = meta_str_matches(m, path, "round", r, "--round");
+    if (s == DLU_OK && dlu_precision_is_dfp(&t->cfg->prec))
+        s = meta_str_matches(m, path, "scale", sc, "--scale");
     json_decref(m);
     uint8_t st[48];
     if (s == DLU_OK)
@@ -332,8 +399,42 @@ static dlu_status load_checkpoint(trainer *t, const char *path)
         s = get_tensor(c, "param:", dlu_net_param_name(t->net, i), dlu_net_param(t->net, i));
     for (int i = 0; i < dlu_optim_nstate(t->opt) && s == DLU_OK; i++)
         s = get_tensor(c, "optim:", dlu_optim_state_name(t->opt, i), dlu_optim_state(t->opt, i));
+    if (s == DLU_OK)
+        s = get_scale(c, t->net, 1);
     dlu__ckpt_free(c);
     return s;
+}
+
+/* ---- statistics log ------------------------------------------------------------------- */
+
+/* One JSON line: the step and, per DFP site, its format, the exponent it was produced
+ * with and the statistics of that production (histogram as [k, count] pairs). */
+static dlu_status write_stats(FILE *f, const char *path, const dlu_net *net, int64_t step, int epoch)
+{
+    json_t *j = json_object(), *sites = json_array();
+    json_object_set_new(j, "step", json_integer(step));
+    json_object_set_new(j, "epoch", json_integer(epoch));
+    for (int i = 0; i < dlu_net_nsites(net); i++) {
+        dlu_site_info si;
+        dlu_net_site(net, i, &si);
+        json_t *h = json_array();
+        for (int b = 0; b < DLU_STATS_NBINS; b++)
+            if (si.stats->hist[b])
+                json_array_append_new(h, json_pack("[i, I]", b + DLU_STATS_KMIN, (json_int_t)si.stats->hist[b]));
+        json_array_append_new(sites, json_pack("{s:s, s:s, s:s, s:i, s:b, s:I, s:I, s:I, s:I, s:I, s:o}", "name",
+                                               si.name, "class", dlu_class_name(si.cls), "format",
+                                               dlu_format_name(si.fmt), "exp", si.exp, "policy", si.policy, "count",
+                                               (json_int_t)si.stats->count, "zeros", (json_int_t)si.stats->zeros,
+                                               "overflow", (json_int_t)si.stats->overflow, "underflow",
+                                               (json_int_t)si.stats->underflow, "nan", (json_int_t)si.stats->nan,
+                                               "hist", h));
+    }
+    json_object_set_new(j, "sites", sites);
+    int rc = json_dumpf(j, f, JSON_COMPACT);
+    json_decref(j);
+    if (rc != 0 || fputc('\n', f) == EOF)
+        return dlu__error(DLU_EIO, "%s: writing the statistics failed", path);
+    return DLU_OK;
 }
 
 /* ---- data ------------------------------------------------------------------------- */
@@ -450,6 +551,9 @@ static dlu_status check_cfg(const dlu_train_cfg *cfg)
         return dlu__error(DLU_EINVAL, "max steps %lld: must be >= 0", (long long)cfg->max_steps);
     if (cfg->checkpoint_every < 0)
         return dlu__error(DLU_EINVAL, "checkpoint interval %lld: must be >= 0", (long long)cfg->checkpoint_every);
+    if (cfg->stats_every < 1)
+        return dlu__error(DLU_EINVAL, "statistics interval %lld: must be >= 1", (long long)cfg->stats_every);
+    DLU__TRY(dlu_precision_check(&cfg->prec));
     return dlu_optim_cfg_check(&cfg->optim);
 }
 
@@ -466,7 +570,9 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
     dlu_net_input_shape(net, &c, &h, &w);
     const int64_t in = (int64_t)c * h * w;
     t.steps_per_epoch = (t.n + cfg->batch - 1) / cfg->batch;
-    dlu_status s = dlu_net_bind(net, be, cfg->batch);
+    dlu_status s = dlu_net_set_precision(net, &cfg->prec, &cfg->scale);
+    if (s == DLU_OK)
+        s = dlu_net_bind(net, be, cfg->batch);
     if (s == DLU_OK)
         s = dlu_optim_new(net, &cfg->optim, &t.opt);
     if (s == DLU_OK) {
@@ -493,6 +599,12 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
     const int64_t total = cfg->epochs * t.steps_per_epoch;
     const int64_t limit = cfg->max_steps && cfg->max_steps < total ? cfg->max_steps : total;
     const int64_t start_step = t.step;
+    FILE *stats = NULL;
+    if (s == DLU_OK && cfg->stats && dlu_net_nsites(net)) {
+        stats = fopen(cfg->stats, cfg->resume ? "a" : "w");
+        if (!stats)
+            s = dlu__error(DLU_EIO, "%s: cannot open the statistics file: %s", cfg->stats, strerror(errno));
+    }
     uint64_t train_ns = 0, gemm_ns = 0; /* inside training steps only, not evaluation */
     int64_t samples = 0;
     if (s == DLU_OK)
@@ -508,6 +620,7 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
             int64_t b0 = t.pos * cfg->batch;
             int nb = (int)(t.n - b0 < cfg->batch ? t.n - b0 : cfg->batch);
             double loss = 0.0;
+            dlu_net_set_step(net, cfg->seed, (uint32_t)t.step);
             s = dlu_dataset_gather(train, t.perm + b0, nb, t.xh, t.yh);
             if (s == DLU_OK)
                 s = upload_batch(be, t.x, t.y, t.xh, t.yh, nb, in);
@@ -524,6 +637,8 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
             if (s != DLU_OK)
                 break;
             samples += nb;
+            if (stats && t.step % cfg->stats_every == 0)
+                s = write_stats(stats, cfg->stats, net, t.step, (int)t.epoch);
             t.step++;
             t.pos++;
             t.loss_sum += loss;
@@ -563,6 +678,8 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
                 cfg->progress(cfg->user, &p);
         }
     }
+    if (stats && fclose(stats) != 0 && s == DLU_OK)
+        s = dlu__error(DLU_EIO, "%s: writing the statistics failed: %s", cfg->stats, strerror(errno));
     if (s == DLU_OK && cfg->checkpoint && t.step > start_step)
         s = save_checkpoint(&t); /* the final state, whatever the interval */
     if (s == DLU_OK && test)

@@ -37,3 +37,10 @@ tests_test_numerics_LDADD = $(CUNIT_LIBS) -lm
 
 EXTRA_DIST += tests/vectors/gen_quant.c tests/vectors/quant_f32.txt tests/vectors/requant_acc.txt \
 	tests/vectors/bias_acc.txt tests/vectors/stats.txt tests/vectors/explog.txt tests/vectors/softmax.txt
+
+check_PROGRAMS += tests/test_scale
+TESTS += tests/test_scale tests/test_quantize.sh
+tests_test_scale_SOURCES = tests/test_scale.c
+tests_test_scale_CPPFLAGS = $(tests_cflags)
+tests_test_scale_LDADD = $(tests_ldadd)
+EXTRA_DIST += tests/test_quantize.sh

@@ -58,8 +58,15 @@ expect_fail 2 "--split 'valid': expected test or train" "$DLU" eval --net "$MLP"
 expect_fail 2 "--net FILE is required" "$DLU" train --epochs 1
 expect_fail 2 "--net FILE and --weights FILE are required" "$DLU" eval --net "$MLP"
 expect_fail 2 "--net FILE and --weights FILE are required" "$DLU" eval --weights x
-expect_fail 2 "--format 'dfp99': only fp32 is implemented" "$DLU" train --net "$MLP" --data "$D" --format dfp99
-expect_fail 2 "--format 'dfp8'" "$DLU" train --net "$MLP" --data "$D" --format dfp8
+expect_fail 2 "--format 'dfp99': unknown (expected fp32, dfp8 or dfp16" "$DLU" train --net "$MLP" --data "$D" --format dfp99
+expect_fail 2 "unknown tensor class 'x'" "$DLU" train --net "$MLP" --data "$D" --format w=dfp8,x=dfp8
+expect_fail 2 "class g missing" "$DLU" train --net "$MLP" --data "$D" --format w=dfp8,a=dfp8,e=dfp8
+expect_fail 2 "class w given twice" "$DLU" train --net "$MLP" --data "$D" --format w=dfp8,w=dfp8,a=dfp8,e=dfp8,g=dfp8
+expect_fail 2 "'dfp4' for class e is unknown" "$DLU" train --net "$MLP" --data "$D" --format w=dfp8,a=dfp8,e=dfp4,g=dfp8
+expect_fail 2 "class a is fp32 while others are DFP" "$DLU" train --net "$MLP" --data "$D" --format w=dfp8,a=fp32,e=dfp8,g=dfp8
+expect_fail 2 "--round 'up': unknown" "$DLU" train --net "$MLP" --data "$D" --format dfp8 --round up
+expect_fail 2 "--scale" "$DLU" train --net "$MLP" --data "$D" --format dfp8 --scale nosuchpolicy
+expect_fail 2 "--stats-every '0'" "$DLU" train --net "$MLP" --data "$D" --format dfp8 --stats-every 0
 
 echo "== help and version (exit 0)"
 for sub in train eval info; do

@@ -325,7 +325,7 @@ static void run_init(op_run *R, const dlu__layer *l, int n)
         R->aux = tnew(DLU_DTYPE_F32, 2, xs);
         R->labels = tnew(DLU_DTYPE_I32, 1, ls);
     }
-    size_t ws_nbytes = be->vt->ws_nbytes(&R->l, n);
+    size_t ws_nbytes = be->vt->ws_nbytes(&R->l, n, 0);
     if (ws_nbytes)
         CU_ASSERT_FATAL(be->vt->alloc(be, ws_nbytes, &R->ws) == DLU_OK);
 }
@@ -998,10 +998,10 @@ static void test_ws_monotonic(void)
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *f = shapes[i];
         dlu__layer l = layer_window(DLU_OP_CONV2D, f[0], f[1], f[2], f[3], f[4], f[5], f[6], 1);
-        size_t prev = be->vt->ws_nbytes(&l, 1);
+        size_t prev = be->vt->ws_nbytes(&l, 1, 0);
         int bad = 0;
         for (int n = 2; n <= 256 && !bad; n++) {
-            size_t now = be->vt->ws_nbytes(&l, n);
+            size_t now = be->vt->ws_nbytes(&l, n, 0);
             if (now < prev) {
                 printf("\n    FAIL conv2d ws_nbytes: n=%d needs %zu bytes, n=%d needs %zu\n", n - 1, prev, n, now);
                 bad = 1;

@@ -16,6 +16,9 @@
 #include <stdio.h>
 
 #include "dlu/backend.h"
+#include "dlu/numerics.h"
+#include "dlu/precision.h"
+#include "dlu/scale.h"
 #include "dlu/status.h"
 #include "dlu/tensor.h"
 
@@ -54,6 +57,15 @@ dlu_tensor *dlu_net_grad(const dlu_net *net, int i);
 /* Shape of parameter i, before binding too. Returns ndim. */
 int dlu_net_param_shape(const dlu_net *net, int i, int64_t shape[DLU_MAX_DIMS]);
 
+/* Number formats of the training step (default: all fp32) and the exponent policy of DFP
+ * tensors. Call before dlu_net_bind(). Errors: DLU_EUNSUPPORTED for a combination
+ * dlu_precision_check() rejects, or a DFP op this net cannot run (e.g. avgpool whose
+ * window area is not a power of two), naming the layer. */
+dlu_status dlu_net_set_precision(dlu_net *net, const dlu_precision *p, const dlu_scale_cfg *scale);
+
+/* Seed and step of the stochastic-rounding stream for the next forward/backward. */
+void dlu_net_set_step(dlu_net *net, uint64_t seed, uint32_t step);
+
 /* Allocate parameters (zero), gradients and activations for batches of up to max_batch
  * on `be` (borrowed: must outlive the net). Call once. */
 dlu_status dlu_net_bind(dlu_net *net, dlu_backend *be, int max_batch);
@@ -76,6 +88,28 @@ dlu_status dlu_net_backward(dlu_net *net);
 /* SHA-256 over every parameter's bytes (IEEE-754 binary32, little-endian) in parameter
  * order, as 64 lowercase hex digits plus NUL. */
 dlu_status dlu_net_digest(const dlu_net *net, char hex[65]);
+
+/* DFP tensor sites: every tensor a DFP step produces, with its format, current exponent
+ * and the statistics of its latest production. Site 0 is the quantized net input; then,
+ * layer by layer, the output (class A), the input gradient (E), the quantized weight (W),
+ * the weight and bias gradients (G). None in fp32 mode. Valid after dlu_net_bind(). */
+typedef struct dlu_site_info {
+    const char *name;      /* "input", "fc1.y", "fc1.dx", "fc1.w", "fc1.dw", "fc1.db" */
+    int layer;             /* -1 for the input */
+    dlu_tensor_class cls;
+    dlu_format fmt;
+    dlu_round round;
+    int exp;               /* exponent of the latest production */
+    int policy;            /* 1: set by the scaling policy; 0: inherited from the input (relu, ...) */
+    const dlu_stats *stats;
+} dlu_site_info;
+int dlu_net_nsites(const dlu_net *net);
+void dlu_net_site(const dlu_net *net, int i, dlu_site_info *info);
+
+/* Scaling-policy state of every site, for checkpoints: dlu_net_scale_nbytes() bytes. */
+size_t dlu_net_scale_nbytes(const dlu_net *net);
+void dlu_net_scale_save(const dlu_net *net, void *buf);
+dlu_status dlu_net_scale_load(dlu_net *net, const void *buf, size_t nbytes);
 
 /* Host time spent in layer i's forward and backward kernels (ns) since bind or the last
  * reset. On asynchronous backends this is launch time unless the kernels synchronise. */

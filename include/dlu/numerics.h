@@ -587,14 +587,13 @@ static inline DLU_HD float dlu__pow2f(int k)
     return dlu_f32_from_bits((uint32_t)(k + 127) << 23);
 }
 
-/* q * 2^e as fp32. Exact (no rounding) whenever |q| <= 2^24 and the product is an fp32,
- * which holds for every DFP value with e in [DLU_EXP_MIN, dlu_format_exp_max()]. Outside
+/* v * 2^e (dlu__scale_pow2f), and q * 2^e as fp32 (dlu_dfp_dequantize). Exact (no
+ * rounding) whenever |q| <= 2^24 and the product is an fp32, which holds for every DFP value with e in [DLU_EXP_MIN, dlu_format_exp_max()]. Outside
  * that range the result is q * 2^e correctly rounded (RNE, to a subnormal, 0 or +-Inf):
  * (float)q is exact, the first power-of-two factor keeps the intermediate normal and
  * exact, the second rounds once. */
-static inline DLU_HD float dlu_dfp_dequantize(int32_t q, int e)
+static inline DLU_HD float dlu__scale_pow2f(float v, int e)
 {
-    float v = (float)q;
     if (e < -200)
         e = -200; /* |q| * 2^-200 < 2^-168: rounds to 0 like any e below */
     if (e > 200)
@@ -604,6 +603,20 @@ static inline DLU_HD float dlu_dfp_dequantize(int32_t q, int e)
     if (e > 127)
         return DLU_FMUL(DLU_FMUL(v, dlu__pow2f(127)), dlu__pow2f(e - 127));
     return DLU_FMUL(v, dlu__pow2f(e));
+}
+
+static inline DLU_HD float dlu_dfp_dequantize(int32_t q, int e)
+{
+    return dlu__scale_pow2f((float)q, e);
+}
+
+/* An exact integer accumulator as fp32: acc * 2^ea, with (float)acc rounded to nearest
+ * even (every backend's int64 -> float conversion does the same) and then scaled like
+ * dlu_dfp_dequantize. Used where a tensor class is fp32 while its producer is an integer
+ * GEMM (the weight gradient with --format ...,g=fp32). */
+static inline DLU_HD float dlu_acc_to_f32(int64_t acc, int ea)
+{
+    return dlu__scale_pow2f((float)acc, ea);
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -16,6 +16,8 @@
 #include "dlu/data.h"
 #include "dlu/net.h"
 #include "dlu/optim.h"
+#include "dlu/precision.h"
+#include "dlu/scale.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,6 +44,10 @@ typedef struct dlu_train_cfg {
     int batch;                /* >= 1 */
     uint64_t seed;            /* parameter init and data order */
     dlu_optim_cfg optim;
+    dlu_precision prec;       /* number formats and rounding per tensor class (default fp32) */
+    dlu_scale_cfg scale;      /* exponent policy of DFP tensors */
+    const char *stats;        /* DFP statistics, one JSON line per logged step, or NULL */
+    int64_t stats_every;      /* steps between logged steps (>= 1) */
     const char *checkpoint;   /* path to write checkpoints to, or NULL */
     int64_t checkpoint_every; /* steps between checkpoints; 0: at the end of every epoch */
     const char *resume;       /* checkpoint to resume from, or NULL */

@@ -9,6 +9,8 @@
 #include "dlu/backend.h"
 #include "dlu/data.h"
 #include "dlu/net.h"
+#include "dlu/precision.h"
+#include "dlu/scale.h"
 #include "dlu/train.h"
 
 static const char *const help =
@@ -23,21 +25,29 @@ static const char *const help =
     "  --split S        test or train (default test)\n"
     "  --device DEV     cpu, cuda, cuda:N or dlusim:CONFIG.ini (default cpu)\n"
     "  --batch N        samples per forward pass (default 256)\n"
+    "  --format F       number formats the weights were trained with (default fp32;\n"
+    "                   see dlu train --help); --round and --scale likewise\n"
     "  --json FILE      write {accuracy, loss, samples, weights_digest} as JSON\n"
     "  -h, --help       this text\n";
 
 int cmd_eval(int argc, char **argv)
 {
-    enum { O_NET = 256, O_WEIGHTS, O_DATA, O_SPLIT, O_DEVICE, O_BATCH, O_JSON };
+    enum { O_NET = 256, O_WEIGHTS, O_DATA, O_SPLIT, O_DEVICE, O_BATCH, O_JSON, O_FORMAT, O_ROUND, O_SCALE };
     static const struct option opts[] = {
         {"net", required_argument, 0, O_NET},       {"weights", required_argument, 0, O_WEIGHTS},
         {"data", required_argument, 0, O_DATA},     {"split", required_argument, 0, O_SPLIT},
         {"device", required_argument, 0, O_DEVICE}, {"batch", required_argument, 0, O_BATCH},
-        {"json", required_argument, 0, O_JSON},     {"help", no_argument, 0, 'h'},
+        {"json", required_argument, 0, O_JSON},     {"format", required_argument, 0, O_FORMAT},
+        {"round", required_argument, 0, O_ROUND},   {"scale", required_argument, 0, O_SCALE},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *net_path = NULL, *weights = NULL, *data = DLU_DEFAULT_DATA, *split = "test", *device = "cpu",
                *json = NULL;
     long long batch = 256;
+    dlu_precision prec;
+    dlu_scale_cfg scale;
+    dlu_precision_default(&prec);
+    dlu_scale_cfg_default(&scale);
     optind = 1;
     argv[0] = "dlu eval";
     int c;
@@ -58,6 +68,17 @@ int cmd_eval(int argc, char **argv)
             if (!cli_int("eval", "--batch", optarg, 1, 65536, &batch)) return 2;
             break;
         case O_JSON: json = optarg; break;
+        case O_FORMAT:
+        case O_ROUND:
+        case O_SCALE:
+            if ((c == O_FORMAT ? dlu_precision_parse_format(&prec, optarg)
+                 : c == O_ROUND ? dlu_precision_parse_round(&prec, optarg)
+                                : dlu_scale_parse(optarg, &scale)) != DLU_OK ||
+                dlu_precision_check(&prec) != DLU_OK) {
+                cli_error("eval", "%s", dlu_last_error());
+                return 2;
+            }
+            break;
         case 'h': fputs(help, stdout); return 0;
         default: return cli_usage_error("eval");
         }
@@ -92,7 +113,8 @@ int cmd_eval(int argc, char **argv)
         cli_fail("eval", "data", s);
         goto out;
     }
-    if ((s = dlu_net_bind(net, be, (int)batch)) != DLU_OK || (s = dlu_net_load_weights(net, weights)) != DLU_OK) {
+    if ((s = dlu_net_set_precision(net, &prec, &scale)) != DLU_OK || (s = dlu_net_bind(net, be, (int)batch)) != DLU_OK ||
+        (s = dlu_net_load_weights(net, weights)) != DLU_OK) {
         cli_fail("eval", "weights", s);
         goto out;
     }

@@ -15,6 +15,8 @@
 #include "dlu/backend.h"
 #include "dlu/data.h"
 #include "dlu/net.h"
+#include "dlu/precision.h"
+#include "dlu/scale.h"
 #include "dlu/train.h"
 
 static const char *const help =
@@ -35,7 +37,17 @@ static const char *const help =
     "  --weight-decay X      L2 weight decay (default 0)\n"
     "  --seed N              parameter init and data order (default 0)\n"
     "  --device DEV          cpu, cuda, cuda:N or dlusim:CONFIG.ini (default cpu)\n"
-    "  --format F            number formats; only fp32 is implemented yet (default fp32)\n"
+    "  --format F            number formats: fp32, dfp8, dfp16, or per tensor class\n"
+    "                        w=..,a=..,e=..,g=.. (weights, activations, errors, gradients)\n"
+    "                        (default fp32)\n"
+    "  --round R             DFP rounding: nearest, stochastic, or per class\n"
+    "                        (default w=nearest,a=nearest,e=stochastic,g=stochastic)\n"
+    "  --scale POLICY[:ARGS] DFP exponent policy: overflow (default), max, amax, autoflex,\n"
+    "                        percentile, onebit; e.g. overflow:rate=1e-4,hysteresis=4\n"
+    "                        (docs/numerics.md)\n"
+    "  --stats FILE          DFP statistics per step as JSON lines (exponent, overflow,\n"
+    "                        underflow, zeros, histogram for every tensor)\n"
+    "  --stats-every N       log every N-th step (default 1)\n"
     "  --threads N           CPU threads for BLAS and kernels (default: all cores)\n"
     "  --json FILE           write a JSON report (test_accuracy, train_loss, samples_per_second,\n"
     "                        epochs, weights_digest, ...)\n"
@@ -109,7 +121,8 @@ static void print_profile(const dlu_net *net, const dlu_train_result *r)
 }
 
 static int write_report(const char *path, const char *net_path, const char *device, const char *format,
-                        const dlu_train_cfg *cfg, int threads, const dlu_train_result *r)
+                        const char *round, const char *scale, const dlu_train_cfg *cfg, int threads,
+                        const dlu_train_result *r)
 {
     struct utsname u;
     json_t *j = json_object();
@@ -126,6 +139,10 @@ static int write_report(const char *path, const char *net_path, const char *devi
     json_object_set_new(j, "net", json_string(net_path));
     json_object_set_new(j, "device", json_string(device));
     json_object_set_new(j, "format", json_string(format));
+    if (dlu_precision_is_dfp(&cfg->prec)) {
+        json_object_set_new(j, "round", json_string(round));
+        json_object_set_new(j, "scale", json_string(scale));
+    }
     json_object_set_new(j, "batch", json_integer(cfg->batch));
     json_object_set_new(j, "optimizer", json_string(cfg->optim.kind == DLU_OPTIM_ADAM ? "adam" : "sgd"));
     json_object_set_new(j, "lr", json_real(cfg->optim.lr));
@@ -151,7 +168,7 @@ static int write_report(const char *path, const char *net_path, const char *devi
 int cmd_train(int argc, char **argv)
 {
     enum { O_NET = 256, O_DATA, O_EPOCHS, O_MAXSTEPS, O_BATCH, O_OPT, O_LR, O_MOM, O_WD, O_SEED, O_DEVICE,
-           O_FORMAT, O_THREADS, O_JSON, O_CKPT, O_CKPT_EVERY, O_RESUME, O_NOEVAL, O_QUIET, O_PROFILE };
+           O_FORMAT, O_THREADS, O_JSON, O_CKPT, O_CKPT_EVERY, O_RESUME, O_NOEVAL, O_QUIET, O_PROFILE, O_ROUND, O_SCALE, O_STATS, O_STATS_EVERY };
     static const struct option opts[] = {
         {"net", required_argument, 0, O_NET},       {"data", required_argument, 0, O_DATA},
         {"epochs", required_argument, 0, O_EPOCHS}, {"max-steps", required_argument, 0, O_MAXSTEPS},
@@ -163,9 +180,11 @@ int cmd_train(int argc, char **argv)
         {"checkpoint", required_argument, 0, O_CKPT}, {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", required_argument, 0, O_RESUME}, {"no-eval", no_argument, 0, O_NOEVAL},
         {"quiet", no_argument, 0, O_QUIET},         {"profile", no_argument, 0, O_PROFILE},
+        {"round", required_argument, 0, O_ROUND},   {"scale", required_argument, 0, O_SCALE},
+        {"stats", required_argument, 0, O_STATS},   {"stats-every", required_argument, 0, O_STATS_EVERY},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    const char *net_path = NULL, *data = DLU_DEFAULT_DATA, *device = "cpu", *format = "fp32", *json = NULL;
+    const char *net_path = NULL, *data = DLU_DEFAULT_DATA, *device = "cpu", *json = NULL;
     long long threads = 0, v;
     int profile = 0;
     double d;
@@ -216,7 +235,29 @@ int cmd_train(int argc, char **argv)
             cfg.seed = (uint64_t)v;
             break;
         case O_DEVICE: device = optarg; break;
-        case O_FORMAT: format = optarg; break;
+        case O_FORMAT:
+            if (dlu_precision_parse_format(&cfg.prec, optarg) != DLU_OK) {
+                cli_error("train", "%s", dlu_last_error());
+                return 2;
+            }
+            break;
+        case O_ROUND:
+            if (dlu_precision_parse_round(&cfg.prec, optarg) != DLU_OK) {
+                cli_error("train", "%s", dlu_last_error());
+                return 2;
+            }
+            break;
+        case O_SCALE:
+            if (dlu_scale_parse(optarg, &cfg.scale) != DLU_OK) {
+                cli_error("train", "--scale: %s", dlu_last_error());
+                return 2;
+            }
+            break;
+        case O_STATS: cfg.stats = optarg; break;
+        case O_STATS_EVERY:
+            if (!cli_int("train", "--stats-every", optarg, 1, INT64_MAX, &v)) return 2;
+            cfg.stats_every = v;
+            break;
         case O_THREADS:
             if (!cli_int("train", "--threads", optarg, 1, 1024, &threads)) return 2;
             break;
@@ -242,11 +283,14 @@ int cmd_train(int argc, char **argv)
         cli_error("train", "--net FILE is required");
         return cli_usage_error("train");
     }
-    if (strcmp(format, "fp32") != 0) {
-        cli_error("train", "--format '%s': only fp32 is implemented in this build (dfp8/dfp16 come with the "
-                  "dynamic fixed point work)", format);
+    if (dlu_precision_check(&cfg.prec) != DLU_OK) {
+        cli_error("train", "%s", dlu_last_error());
         return 2;
     }
+    char format[96], rounding[96], scale[256];
+    dlu_precision_format_str(&cfg.prec, format, sizeof format);
+    dlu_precision_round_str(&cfg.prec, rounding, sizeof rounding);
+    dlu_scale_format_spec(&cfg.scale, scale, sizeof scale);
     int nthreads = dlu_cpu_set_threads((int)threads);
 
     dlu_net *net = NULL;
@@ -262,6 +306,7 @@ int cmd_train(int argc, char **argv)
     }
     /* Find unwritable output paths now, not after hours of training. */
     if ((json && !cli_writable("train", "--json", json)) ||
+        (cfg.stats && !cli_writable("train", "--stats", cfg.stats)) ||
         (cfg.checkpoint && !cli_writable("train", "--checkpoint", cfg.checkpoint)))
         goto out;
     if ((s = dlu_net_load(net_path, &net)) != DLU_OK) {
@@ -276,8 +321,11 @@ int cmd_train(int argc, char **argv)
     cfg.progress = on_progress;
     cfg.user = &ps;
     if (!ps.quiet)
-        printf("training %s on %s: %lld samples, batch %d, %d epoch(s), %s, %d thread(s)\n", dlu_net_name(net),
-               device, (long long)dlu_dataset_count(tr), cfg.batch, cfg.epochs, format, nthreads);
+        printf("training %s on %s: %lld samples, batch %d, %d epoch(s), %s%s%s%s%s, %d thread(s)\n",
+               dlu_net_name(net), device, (long long)dlu_dataset_count(tr), cfg.batch, cfg.epochs, format,
+               dlu_precision_is_dfp(&cfg.prec) ? " round " : "", dlu_precision_is_dfp(&cfg.prec) ? rounding : "",
+               dlu_precision_is_dfp(&cfg.prec) ? " scale " : "", dlu_precision_is_dfp(&cfg.prec) ? scale : "",
+               nthreads);
     s = dlu_train(net, be, tr, te, &cfg, &res);
     if (ps.tty && !ps.quiet)
         fprintf(stderr, "\r\033[K");
@@ -292,7 +340,7 @@ int cmd_train(int argc, char **argv)
     if (profile)
         print_profile(net, &res);
     rc = 0;
-    if (json && !write_report(json, net_path, device, format, &cfg, nthreads, &res))
+    if (json && !write_report(json, net_path, device, format, rounding, scale, &cfg, nthreads, &res))
         rc = 1;
 out:
     dlu_net_free(net);

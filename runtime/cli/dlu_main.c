@@ -12,8 +12,9 @@ static const struct {
     int (*fn)(int, char **);
     const char *help;
 } cmds[] = {
-    {"train", cmd_train, "train a net on a data set (fp32 on the CPU for now)"},
+    {"train", cmd_train, "train a net on a data set (fp32 or dynamic fixed point)"},
     {"eval", cmd_eval, "evaluate saved weights on the test set"},
+    {"quantize", cmd_quantize, "quantize raw float32 to dfp8/dfp16 and print the statistics"},
     {"info", cmd_info, "show the build, backends, CPU features and, with --net, a net's layers"},
 };
 

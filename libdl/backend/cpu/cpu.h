@@ -27,6 +27,19 @@ DLU__CPU_KERNELS(X)
 
 size_t dlu__cpu_conv2d_ws(const dlu__layer *l, int n);
 
+/* Dynamic fixed point kernels (cpu_dfp.c). */
+#define X(name)                                                                       \
+    dlu_status dlu__cpu_##name##_fwd_dfp(dlu_backend *be, const dlu__op_args *a);     \
+    dlu_status dlu__cpu_##name##_bwd_dfp(dlu_backend *be, const dlu__op_args *a);
+DLU__CPU_KERNELS(X)
+#undef X
+size_t dlu__cpu_dfp_ws(const dlu__layer *l, int n);
+dlu_status dlu__cpu_quantize(dlu_backend *be, const dlu_tensor *src, size_t n, dlu_tensor *dst, dlu__qsite *site,
+                             uint64_t seed, uint32_t step);
+
+/* Softmax cross-entropy forward from fp32 logits (shared by the fp32 and DFP kernels). */
+dlu_status dlu__cpu_xent_fp32(const float *logits, const dlu__op_args *a);
+
 #define F32(t) ((float *)(t)->data)
 #define CF32(t) ((const float *)(t)->data)
 

@@ -98,8 +98,10 @@ static dlu_status cpu_copy(dlu_backend *be, void *dst, const void *src, size_t n
 
 static dlu_status cpu_sync(dlu_backend *be) { return DLU_OK; }
 
-static size_t cpu_ws_nbytes(const dlu__layer *l, int n)
+static size_t cpu_ws_nbytes(const dlu__layer *l, int n, int dfp)
 {
+    if (dfp)
+        return dlu__cpu_dfp_ws(l, n);
     return l->op == DLU_OP_CONV2D ? dlu__cpu_conv2d_ws(l, n) : 0;
 }
 
@@ -157,6 +159,15 @@ const dlu__backend_vtbl dlu__cpu_vtbl = {
                  [DLU_OP_RELU] = dlu__cpu_relu_bwd, [DLU_OP_MAXPOOL] = dlu__cpu_maxpool_bwd,
                  [DLU_OP_AVGPOOL] = dlu__cpu_avgpool_bwd, [DLU_OP_FLATTEN] = dlu__cpu_flatten_bwd,
                  [DLU_OP_SOFTMAX_XENT] = dlu__cpu_softmax_xent_bwd},
+    .forward_dfp = {[DLU_OP_LINEAR] = dlu__cpu_linear_fwd_dfp, [DLU_OP_CONV2D] = dlu__cpu_conv2d_fwd_dfp,
+                    [DLU_OP_RELU] = dlu__cpu_relu_fwd_dfp, [DLU_OP_MAXPOOL] = dlu__cpu_maxpool_fwd_dfp,
+                    [DLU_OP_AVGPOOL] = dlu__cpu_avgpool_fwd_dfp, [DLU_OP_FLATTEN] = dlu__cpu_flatten_fwd_dfp,
+                    [DLU_OP_SOFTMAX_XENT] = dlu__cpu_softmax_xent_fwd_dfp},
+    .backward_dfp = {[DLU_OP_LINEAR] = dlu__cpu_linear_bwd_dfp, [DLU_OP_CONV2D] = dlu__cpu_conv2d_bwd_dfp,
+                     [DLU_OP_RELU] = dlu__cpu_relu_bwd_dfp, [DLU_OP_MAXPOOL] = dlu__cpu_maxpool_bwd_dfp,
+                     [DLU_OP_AVGPOOL] = dlu__cpu_avgpool_bwd_dfp, [DLU_OP_FLATTEN] = dlu__cpu_flatten_bwd_dfp,
+                     [DLU_OP_SOFTMAX_XENT] = dlu__cpu_softmax_xent_bwd_dfp},
+    .quantize = dlu__cpu_quantize,
     .sgd_step = cpu_sgd,
     .adam_step = cpu_adam,
 };

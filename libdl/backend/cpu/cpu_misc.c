@@ -7,10 +7,11 @@
  *   avgpool   mean over the k x k window with padded cells counted as zeros (divisor
  *             k*k always, PyTorch's count_include_pad=True)
  *   flatten   a copy (the layout is already row-major)
- *   softmax_xent  p = softmax(x) per row computed as exp(x - max) / sum, summed in
- *             ascending class order; loss = mean over rows of log(sum) - (x_label - max),
- *             accumulated in double; dx = (p - onehot(label)) / n. */
+ *   softmax_xent  numerics.h's deterministic softmax cross-entropy (dlu_softmax_xent:
+ *             exp(x - max) / sum in ascending class order, loss = log(sum) - (x_label - max),
+ *             mean over rows in fp32); dx = (p - onehot(label)) / n. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cpu.h"
@@ -165,50 +166,46 @@ dlu_status dlu__cpu_flatten_bwd(dlu_backend *be, const dlu__op_args *a)
     return DLU_OK;
 }
 
-dlu_status dlu__cpu_softmax_xent_fwd(dlu_backend *be, const dlu__op_args *a)
+/* Probabilities, mean loss and correct count from fp32 logits (n, C) through numerics.h's
+ * deterministic softmax cross-entropy (shared with the DFP kernel and every backend). The
+ * argmax for "correct" is the first maximum. */
+dlu_status dlu__cpu_xent_fp32(const float *logits, const dlu__op_args *a)
 {
     const int C = (int)a->l->in_size;
-    const float *x = CF32(a->x);
-    float *p = F32(a->aux);
     const int32_t *lab = a->labels->data;
-    double loss = 0.0;
+    float loss = 0.0f;
+    dlu_status s = dlu_softmax_xent(logits, lab, a->n, C, F32(a->aux), NULL, &loss);
+    if (s != DLU_OK)
+        return s;
     int64_t correct = 0;
     for (int i = 0; i < a->n; i++) {
-        const float *xi = x + (size_t)i * C;
-        float *pi = p + (size_t)i * C;
-        float m = xi[0];
+        const float *xi = logits + (size_t)i * C;
         int am = 0;
         for (int c = 1; c < C; c++)
-            if (xi[c] > m) {
-                m = xi[c];
+            if (xi[c] > xi[am])
                 am = c;
-            }
-        float sum = 0.0f;
-        for (int c = 0; c < C; c++) {
-            pi[c] = expf(xi[c] - m);
-            sum += pi[c];
-        }
-        for (int c = 0; c < C; c++)
-            pi[c] = pi[c] / sum;
-        loss += (double)(logf(sum) - (xi[lab[i]] - m));
         correct += am == lab[i];
     }
     if (a->loss)
-        *a->loss = loss / a->n;
+        *a->loss = loss;
     if (a->correct)
         *a->correct = correct;
     return DLU_OK;
 }
 
+dlu_status dlu__cpu_softmax_xent_fwd(dlu_backend *be, const dlu__op_args *a)
+{
+    return dlu__cpu_xent_fp32(CF32(a->x), a);
+}
+
 dlu_status dlu__cpu_softmax_xent_bwd(dlu_backend *be, const dlu__op_args *a)
 {
     const int C = (int)a->l->in_size;
-    const float *p = CF32(a->aux);
     const int32_t *lab = a->labels->data;
-    float *dx = F32(a->dx);
-    const float inv = 1.0f / (float)a->n;
-    for (int i = 0; i < a->n; i++)
-        for (int c = 0; c < C; c++)
-            dx[(size_t)i * C + c] = (p[(size_t)i * C + c] - (c == lab[i] ? 1.0f : 0.0f)) * inv;
+    for (int i = 0; i < a->n; i++) {
+        dlu_status s = dlu_softmax_xent_grad_row(CF32(a->aux) + (size_t)i * C, C, lab[i], a->n, F32(a->dx) + (size_t)i * C);
+        if (s != DLU_OK)
+            return s;
+    }
     return DLU_OK;
 }
