@@ -138,11 +138,16 @@ class Cell:
     def key(self):
         return (self.fmt, self.round, self.scale)
 
+    def label(self, value):
+        if value is not None:
+            return value
+        return NA if is_fp32(self.fmt) else DEFAULT_LABEL
+
     def round_label(self):
-        return self.round if self.round is not None else (NA if is_fp32(self.fmt) else DEFAULT_LABEL)
+        return self.label(self.round)
 
     def scale_label(self):
-        return self.scale if self.scale is not None else (NA if is_fp32(self.fmt) else DEFAULT_LABEL)
+        return self.label(self.scale)
 
     def title(self):
         s = self.fmt
@@ -469,7 +474,7 @@ def write_tables(out, rows, layer_tables, fp32_mean, meta):
             delta = "ref" if r["acc_mean"] is not None else NA
         else:
             delta = fmt_num(r["delta"], "%+.2f")
-        md.append("| %s | %s | %s | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        md.append(("| " + " | ".join(["%s"] * 4 + ["%d/%d"] + ["%s"] * 11) + " |") % (
             c.fmt, c.bits if c.bits is not None else "?", c.round_label(), c.scale_label(),
             r["ok"], r["n"], fmt_num(r["acc_mean"], "%.2f"), fmt_num(r["acc_sd"], "%.2f"),
             fmt_num(r["acc_min"], "%.2f"), fmt_num(r["acc_max"], "%.2f"), delta,
@@ -477,12 +482,12 @@ def write_tables(out, rows, layer_tables, fp32_mean, meta):
             fmt_rate(r["overflow_rate"]), fmt_rate(r["underflow_rate"]), worst,
             status_text(r)))
     md += ["",
-           "Accuracy: test accuracy after training, in %, over the seeds that succeeded (sd: sample "
-           "standard deviation, needs 2 seeds). vs fp32: mean minus the fp32 mean, in points. "
-           "train loss: mean over seeds of each run's mean loss over its last epoch. "
-           "Overflow / underflow: saturated / flushed-to-zero elements over all elements at the "
-           "y, dx, w and dw sites of every layer, summed over the logged steps of all seeds "
-           "(- for fp32: no statistics). Per layer: layers.md."]
+           "Accuracy: test accuracy after training, in %, over the seeds that succeeded; sd is "
+           "the sample standard deviation (2 seeds or more). vs fp32: mean minus the fp32 mean, "
+           "in points. train loss: mean over seeds of each run's mean loss over its last epoch. "
+           "Overflow / underflow: saturated / flushed-to-zero elements over all elements of the "
+           "y, dx, w and dw sites of every layer, summed over the logged steps of all seeds; "
+           "fp32 runs log no statistics. Per layer: layers.md."]
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write("\n".join(md) + "\n")
 
@@ -544,6 +549,10 @@ class Plotter:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.png = "pngcairo" if probe.returncode == 0 else "png"
         self.made, self.failed = [], []
+        for stem in ("accuracy_vs_bits", "exponent_per_site", "overflow_per_site"):
+            for ext in (".png", ".svg"):        # never leave a plot of an earlier invocation
+                if os.path.exists(os.path.join(out, stem + ext)):
+                    os.remove(os.path.join(out, stem + ext))
 
     def terminals(self, stem, w, h):
         if self.png == "pngcairo":
@@ -622,7 +631,8 @@ class Plotter:
         hi = max(r["acc_max"] for r in plotted)
         pad = max(0.5, 0.08 * (hi - lo))
         body = [
-            "set title %s" % gp_str("%s: test accuracy vs. bits (mean over seeds %s, bars: min-max), %s"
+            "set title %s" % gp_str("%s: test accuracy vs. bits (mean over seeds %s, "
+                                    "bars: min-max), %s"
                                     % (meta["net_name"], meta["seeds"], meta["length"])),
             "set xlabel %s" % gp_str("format (total bits of w + a + e + g)"),
             "set ylabel %s" % gp_str("test accuracy (%)"),
@@ -630,9 +640,9 @@ class Plotter:
             "set xrange [-0.6:%g]" % (len(fmts) - 0.4),
             "set yrange [%g:%g]" % (max(0.0, lo - pad), min(100.0, hi + pad)),
             "set grid ytics",
-            "set key outside bottom center horizontal",
+            "set key outside right top vertical",
             "set xlabel offset 0,-1",
-            "set bmargin 7",
+            "set bmargin 6",
         ]
         plots = []
         if fp32_mean is not None:
@@ -643,7 +653,7 @@ class Plotter:
             plots.append("\"accuracy.dat\" index %d using 1:2:3:4 with yerrorbars pt 7 ps 1.3 "
                          "lw 1.5 lc rgb \"%s\" title %s" % (i, color, gp_str(title)))
         body.append("plot " + ", \\\n     ".join(plots))
-        self.render("accuracy_vs_bits", body, 1100, 650)
+        self.render("accuracy_vs_bits", body, 1250, 650)
 
     def sites(self, run_label, stats_path, target=None):
         totals, order, (steps, exps, rates) = read_stats(stats_path, series=True)
@@ -729,15 +739,18 @@ class Plotter:
 
 
 def choose_plot_run(args, cells, seeds, results, out):
-    """--plot-run, or the first seed of the lowest-precision format that has statistics."""
+    """(cell, seed) of the run whose exponents and overflow are plotted: --plot-run, or the
+    first seed of the lowest-precision format; None (and why) if that run has no statistics."""
+    def usable(cell, seed):
+        st = results.get((cell.key(), seed))
+        return (st is not None and st["state"] == "done"
+                and os.path.exists(run_paths(out, run_name(cell, seed))["stats"]))
+
     if args.plot_run:
-        for cell in cells:
-            for seed in seeds:
-                if run_name(cell, seed) == args.plot_run:
-                    return cell, seed
-        say("bitwidth: --plot-run %s is not a run of this study (names as in runs/, without .json)"
-            % args.plot_run, err=True)
-        return None
+        cell, seed = args.plot_run_cs
+        if usable(cell, seed):
+            return (cell, seed), ""
+        return None, "--plot-run %s did not succeed or wrote no statistics" % args.plot_run
     order = sorted(range(len(cells)),
                    key=lambda i: (cells[i].bits is None, cells[i].bits or 0, i))
     first = True
@@ -746,15 +759,13 @@ def choose_plot_run(args, cells, seeds, results, out):
         if is_fp32(cell.fmt):
             continue
         for seed in seeds:
-            st = results.get((cell.key(), seed))
-            if (st and st["state"] == "done"
-                    and os.path.exists(run_paths(out, run_name(cell, seed))["stats"])):
+            if usable(cell, seed):
                 if not first:
                     say("bitwidth: plotting %s (the default run has no statistics)"
                         % run_name(cell, seed))
-                return cell, seed
+                return (cell, seed), ""
             first = False
-    return None
+    return None, "no DFP run with statistics"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -808,12 +819,13 @@ def parse_args(argv):
     ap.add_argument("--formats", default=DEFAULT_FORMATS,
                     help="';'-separated --format values (default %(default)s)")
     ap.add_argument("--rounds", default=DEFAULT_LABEL,
-                    help="';'-separated --round values; 'default' = the library default "
-                         "(default: %(default)s)")
+                    help="';'-separated --round values; 'default' passes none, leaving the "
+                         "library default (default %(default)s)")
     ap.add_argument("--scales", default="overflow",
                     help="';'-separated --scale values, e.g. 'overflow;max;overflow:rate=1e-3'; "
                          "'default' passes none (default %(default)s)")
-    ap.add_argument("--seeds", default="0,1,2", help="seeds, e.g. 0,1,2 or 0-4 (default %(default)s)")
+    ap.add_argument("--seeds", default="0,1,2",
+                    help="seeds, e.g. 0,1,2 or 0-4 (default %(default)s)")
     ap.add_argument("--epochs", type=int, default=None,
                     help="epochs per run (default 1, or as many as --max-steps needs)")
     ap.add_argument("--max-steps", type=int, default=None, help="optimizer steps per run")
@@ -830,7 +842,8 @@ def parse_args(argv):
     ap.add_argument("--plot-run", default=None,
                     help="run to plot exponents and overflow of (name as in runs/, without .json; "
                          "default: the first seed of the lowest-precision format)")
-    ap.add_argument("--dlu", default=os.path.join(REPO, "dlu"), help="the dlu program (default ./dlu)")
+    ap.add_argument("--dlu", default=os.path.join(REPO, "dlu"),
+                    help="the dlu program (default ./dlu of this checkout)")
     ap.add_argument("--dlu-args", default="",
                     help="more dlu train options for every run, e.g. '--batch 64 --lr 0.02'")
     args = ap.parse_args(argv)
@@ -895,13 +908,22 @@ def main(argv):
         for seed in seeds:
             n = run_name(cell, seed)
             if n in names:
-                die("runs '%s' and '%s' would share the file name %s" % (names[n], cell.title(), n))
-            names[n] = cell.title()
+                die("runs '%s' and '%s' would share the file name %s"
+                    % (names[n][0].title(), cell.title(), n))
+            names[n] = (cell, seed)
+    if args.plot_run is not None:
+        if args.plot_run not in names:
+            die("--plot-run %s is not a run of this study (expected a name as in runs/ without "
+                ".json, e.g. %s)" % (args.plot_run, next(iter(names))))
+        args.plot_run_cs = names[args.plot_run]
 
     if not args.tables_only and not (os.path.isfile(args.dlu) and os.access(args.dlu, os.X_OK)):
-        die("%s is not built (run make -j2 in %s)" % (args.dlu, REPO), code=1)
+        die("%s is not an executable (build it: make -j2 in %s)" % (args.dlu, REPO), code=1)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     threads = max(1, cores // args.jobs)
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
@@ -1000,9 +1022,9 @@ def main(argv):
             err=True)
     else:
         plotter.accuracy(rows, fp32_mean, meta)
-        chosen = choose_plot_run(args, cells, seeds, results, out)
+        chosen, why = choose_plot_run(args, cells, seeds, results, out)
         if chosen is None:
-            say("bitwidth: no DFP run with statistics: no exponent/overflow plots", err=True)
+            say("bitwidth: %s: no exponent/overflow plots" % why, err=True)
         else:
             cell, seed = chosen
             name = run_name(cell, seed)

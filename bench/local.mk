@@ -1,2 +1,11 @@
-# bench/local.mk -- benchmarks are scripts run by hand (never timed in tests).
-EXTRA_DIST += bench/train_cpu.sh bench/peers/setup_venv.sh bench/peers/torch_train.py
+# bench/local.mk -- benchmarks: built by `make bench`, run by hand (never timed in tests).
+EXTRA_DIST += bench/train_cpu.sh bench/peers/setup_venv.sh bench/peers/torch_train.py bench/bitwidth.py
+
+EXTRA_PROGRAMS = bench/igemm_bench
+bench_igemm_bench_SOURCES = bench/igemm_bench.c
+bench_igemm_bench_CPPFLAGS = $(AM_CPPFLAGS) $(OPENBLAS_CFLAGS)
+bench_igemm_bench_LDADD = libdlu.la $(OPENBLAS_LIBS) -lpthread
+CLEANFILES += $(EXTRA_PROGRAMS)
+
+.PHONY: bench
+bench: $(EXTRA_PROGRAMS) dlu

@@ -284,9 +284,20 @@ static dlu_status sites_init(dlu_net *net)
 }
 
 /* Feed every site's policy the statistics of the step just finished (the next
- * production asks the policy for its exponent; q->exp keeps the one last used). */
+ * production asks the policy for its exponent; q->exp keeps the one last used), after
+ * noting whether any site's overflow calls for recomputing the step (US 11,593,620). */
 static void sites_update(dlu_net *net)
 {
+    int want = net->qx.scale && dlu_scale_want_recompute(net->qx.scale, &net->qx.stats);
+    for (int i = 0; i < net->nlayers; i++)
+        for (int k = 0; k < DLU__SITE_COUNT; k++) {
+            dlu__qsite *q = &net->layers[i].q[k];
+            if (q->used && q->scale && dlu_scale_want_recompute(q->scale, &q->stats))
+                want = 1;
+        }
+    net->recompute_wanted = want;
+    if (net->redo)
+        return; /* a recomputed step's statistics repeat the step's own: not fed twice */
     if (net->qx.scale)
         dlu_scale_update(net->qx.scale, &net->qx.stats);
     for (int i = 0; i < net->nlayers; i++)
@@ -296,6 +307,9 @@ static void sites_update(dlu_net *net)
                 dlu_scale_update(q->scale, &q->stats);
         }
 }
+
+int dlu_net_recompute_wanted(const dlu_net *net) { return net->recompute_wanted; }
+void dlu_net_set_redo(dlu_net *net, int on) { net->redo = on; }
 
 int dlu__site_exp(dlu__qsite *q, const dlu_stats *pre)
 {

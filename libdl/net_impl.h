@@ -53,6 +53,8 @@ struct dlu_net {
     uint64_t seed;              /* stochastic rounding stream */
     uint32_t step;
     dlu__qsite qx;              /* DFP: the quantized net input */
+    int redo;                   /* 1 while recomputing a step: its statistics are not fed */
+    int recompute_wanted;       /* the last backward saw an overflow above the threshold */
     dlu_tensor *xq;
 };
 

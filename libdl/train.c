@@ -342,7 +342,7 @@ static dlu_status load_checkpoint(trainer *t, const char *path)
         s = meta_int_matches(m, path, "batch", t->cfg->batch, "--batch");
     if (s == DLU_OK)
         s = meta_int_matches(m, path, "train_samples", t->n, "a training set of size");
-    if (s == DLU_OK)
+    if (s == DLU_OK && !dlu_precision_is_dfp(&t->cfg->prec)) /* DFP results do not depend on threads */
         s = meta_int_matches(m, path, "cpu_threads", run_threads(t->net), "--threads");
     char f[96], r[96], sc[256];
     dlu_precision_format_str(&t->cfg->prec, f, sizeof f);
@@ -606,7 +606,7 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
             s = dlu__error(DLU_EIO, "%s: cannot open the statistics file: %s", cfg->stats, strerror(errno));
     }
     uint64_t train_ns = 0, gemm_ns = 0; /* inside training steps only, not evaluation */
-    int64_t samples = 0;
+    int64_t samples = 0, recomputed = 0;
     if (s == DLU_OK)
         dlu_net_layer_time_reset(net);
     while (s == DLU_OK && t.epoch < cfg->epochs && t.step < limit) {
@@ -628,6 +628,15 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
                 s = dlu_net_forward(net, t.x, t.y, nb, &loss, NULL);
             if (s == DLU_OK)
                 s = dlu_net_backward(net);
+            if (s == DLU_OK && dlu_net_recompute_wanted(net)) {
+                /* once per step: the exponents have been raised by the overflowing sites */
+                dlu_net_set_redo(net, 1);
+                s = dlu_net_forward(net, t.x, t.y, nb, &loss, NULL);
+                if (s == DLU_OK)
+                    s = dlu_net_backward(net);
+                dlu_net_set_redo(net, 0);
+                recomputed++;
+            }
             if (s == DLU_OK)
                 s = dlu_optim_step(t.opt);
             if (s == DLU_OK)
@@ -694,6 +703,7 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
         res->steps = t.step;
         res->epochs = (double)t.step / (double)t.steps_per_epoch;
         res->train_loss = t.loss_n ? t.loss_sum / t.loss_n : 0;
+        res->recomputed_steps = recomputed;
     }
     trainer_free(&t);
     return s;

@@ -44,3 +44,9 @@ tests_test_scale_SOURCES = tests/test_scale.c
 tests_test_scale_CPPFLAGS = $(tests_cflags)
 tests_test_scale_LDADD = $(tests_ldadd)
 EXTRA_DIST += tests/test_quantize.sh
+
+check_PROGRAMS += tests/test_igemm
+TESTS += tests/test_igemm
+tests_test_igemm_SOURCES = tests/test_igemm.c
+tests_test_igemm_CPPFLAGS = $(tests_cflags)
+tests_test_igemm_LDADD = $(tests_ldadd) -lpthread

@@ -60,6 +60,9 @@ void dlu_backend_prof_reset(dlu_backend *be);
 int dlu_cpu_set_threads(int n);
 int dlu_cpu_threads(void);
 
+/* The exact integer GEMM the CPU backend uses: "avx512vnni", "avx512bw" or "portable". */
+const char *dlu_cpu_igemm_impl(void);
+
 /* CPU features found at run time ("avx512f avx512_vnni avx512_bf16 ..."), static string. */
 const char *dlu_cpu_features(void);
 

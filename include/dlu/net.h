@@ -66,6 +66,14 @@ dlu_status dlu_net_set_precision(dlu_net *net, const dlu_precision *p, const dlu
 /* Seed and step of the stochastic-rounding stream for the next forward/backward. */
 void dlu_net_set_step(dlu_net *net, uint64_t seed, uint32_t step);
 
+/* Recompute on overflow (DFP, --scale ...,recompute=R): after a backward, 1 when some
+ * tensor's overflow fraction exceeded R. The policies have already raised the exponents;
+ * the caller may run the step's forward and backward again (the same step number, so the
+ * same random bits) with dlu_net_set_redo(net, 1), whose statistics are not fed to the
+ * policies a second time, and then apply the optimizer. */
+int dlu_net_recompute_wanted(const dlu_net *net);
+void dlu_net_set_redo(dlu_net *net, int on);
+
 /* Allocate parameters (zero), gradients and activations for batches of up to max_batch
  * on `be` (borrowed: must outlive the net). Call once. */
 dlu_status dlu_net_bind(dlu_net *net, dlu_backend *be, int max_batch);

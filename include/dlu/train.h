@@ -2,7 +2,8 @@
  * and checkpoints that let a killed run resume to the same bits.
  *
  * Determinism: for a given net file, seed, batch size, optimizer settings, data and backend
- * (on the CPU: the same thread count, since OpenBLAS's fp32 summation order depends on it),
+ * (for fp32 on the CPU also the same thread count, since OpenBLAS's summation order depends
+ * on it; DFP results are exact integer sums and do not depend on threads),
  * the final parameters are the same on every run, whether the run was interrupted and
  * resumed from a checkpoint or not. The data order comes from GSL's MT19937 seeded with the seed,
  * shuffled (gsl_ran_shuffle) at the start of every epoch; the last partial batch is kept.
@@ -69,6 +70,7 @@ typedef struct dlu_train_result {
     double epochs;            /* passes over the training set, fractional with --max-steps */
     int64_t steps;
     int64_t samples;
+    int64_t recomputed_steps; /* DFP steps run twice by the recompute-on-overflow rule (this run) */
     char weights_digest[65];
 } dlu_train_result;
 

@@ -59,6 +59,7 @@ int cmd_info(int argc, char **argv)
     }
     printf("  %-7s absent: the simulated DLU is not built yet\n", "dlusim");
     printf("cpu features: %s\n", dlu_cpu_features());
+    printf("integer GEMM (dfp8/dfp16): %s\n", dlu_cpu_igemm_impl());
     printf("blas: %s, %d thread(s)\n", openblas_get_config(), openblas_get_num_threads());
     struct stat st;
     printf("default data: %s (%s)\n", DLU_DEFAULT_DATA,

@@ -135,6 +135,8 @@ static int write_report(const char *path, const char *net_path, const char *devi
     json_object_set_new(j, "epochs", json_real(r->epochs));
     json_object_set_new(j, "steps", json_integer(r->steps));
     json_object_set_new(j, "samples", json_integer(r->samples));
+    if (dlu_precision_is_dfp(&cfg->prec))
+        json_object_set_new(j, "recomputed_steps", json_integer(r->recomputed_steps));
     json_object_set_new(j, "weights_digest", json_string(r->weights_digest));
     json_object_set_new(j, "net", json_string(net_path));
     json_object_set_new(j, "device", json_string(device));

@@ -16,6 +16,7 @@
 
 #include "cpu.h"
 #include "error.h"
+#include "igemm.h"
 
 void dlu__cpu_sgemm(dlu_backend *be, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k,
                     float alpha, const float *a, int lda, const float *b, int ldb, float beta, float *c,
@@ -34,10 +35,13 @@ int dlu_cpu_set_threads(int n)
         n = c > 0 ? (int)c : 1;
     }
     openblas_set_num_threads(n);
+    dlu__igemm_set_threads(n);
     return n;
 }
 
 int dlu_cpu_threads(void) { return openblas_get_num_threads(); }
+
+const char *dlu_cpu_igemm_impl(void) { return dlu__igemm_impl(); }
 
 const char *dlu_cpu_features(void)
 {
