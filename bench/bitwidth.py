@@ -39,6 +39,7 @@ KINDS = ("y", "dx", "w", "dw")          # the per-layer sites tabulated and plot
 KIND_OF_CLASS = {"a": "y", "e": "dx", "w": "w", "g": "dw"}  # for sites without a layer prefix
 STEPS_PER_EPOCH_GUESS = 469             # Fashion-MNIST at batch 128; only sizes --stats-every auto
 STATS_POINTS = 500                      # --stats-every auto aims at about this many logged steps
+OVERFLOW_POINTS = 120                   # the overflow plot pools steps into at most this many
 DEFAULT_LABEL = "default"               # round or scale left to the library default
 NA = "-"
 
@@ -294,7 +295,8 @@ def split_site(name, cls):
 
 def read_stats(path, series=False):
     """Sums per site over the logged steps: {site: {...}}, site order, and if series is true
-    the per-step exponent and overflow rate of every site. A truncated last line is ignored."""
+    the per-step exponent and (overflow, count) of every site. A truncated last line (a run
+    still going or killed) is ignored."""
     totals, order = {}, []
     steps, exps, rates = [], {}, {}
     with open(path) as f:
@@ -326,8 +328,7 @@ def read_stats(path, series=False):
                 t["steps"] += 1
                 if series:
                     exps[name][step] = s.get("exp")
-                    c = s.get("count", 0)
-                    rates[name][step] = s.get("overflow", 0) / c if c else None
+                    rates[name][step] = (s.get("overflow", 0), s.get("count", 0))
     return totals, order, (steps, exps, rates)
 
 
@@ -438,9 +439,10 @@ def header_lines(meta):
             meta["cpu"], meta["cores"], meta["host"], meta["dlu_version"],
             " (git %s)" % meta["git"] if meta["git"] else ""),
         "",
-        "Net %s; %s; seeds %s; %d job(s) x %d thread(s); statistics every %d step(s); %s." % (
-            meta["net"], meta["length"], meta["seeds"], meta["jobs"], meta["threads"],
-            meta["stats_every"], meta["date"]),
+        "Net %s; %s; seeds %s; %sthreads per run %s; statistics every %d step(s); %s." % (
+            meta["net"], meta["length"], meta["seeds"],
+            "%d run(s) at a time; " % meta["jobs"] if meta["jobs"] else "",
+            meta["threads"], meta["stats_every"], meta["date"]),
     ]
 
 
@@ -669,27 +671,42 @@ class Plotter:
             return
         steps = sorted(set(s for s in steps if s is not None))
         col = {n: i + 2 for i, n in enumerate(sites)}
-        nonzero = [r for n in sites for r in rates[n].values() if r]
+        # Overflow: per step it is mostly 0 with spikes, a barcode over hundreds of steps; so
+        # the rate is pooled over windows of `win` logged steps (sum overflow / sum count),
+        # at most OVERFLOW_POINTS windows, each plotted at its first step.
+        win = max(1, math.ceil(len(steps) / OVERFLOW_POINTS))
+        every = steps[1] - steps[0] if len(steps) > 1 else 1   # --stats-every
+        windows = [steps[i:i + win] for i in range(0, len(steps), win)]
+        wrate = {}
+        for n in sites:
+            wrate[n] = {}
+            for w in windows:
+                o = sum(rates[n][t][0] for t in w if t in rates[n])
+                c = sum(rates[n][t][1] for t in w if t in rates[n])
+                wrate[n][w[0]] = o / c if c else None
+        nonzero = [r for n in sites for r in wrate[n].values() if r]
         floor = 10.0 ** (math.floor(math.log10(min(nonzero))) - 1) if nonzero else 1e-7
         top = max(nonzero + [target or 0]) if nonzero else max(floor * 100, target or 0)
-        for name, table in (("exponent.dat", exps), ("overflow.dat", rates)):
+        for name, xs, table in (("exponent.dat", steps, exps),
+                                ("overflow.dat", [w[0] for w in windows], wrate)):
             with open(os.path.join(self.dir, name), "w") as f:
                 f.write("# step " + " ".join(sites) + "\n")
-                for s in steps:
-                    vals = [table[n].get(s) for n in sites]
-                    f.write("%d %s\n" % (s, " ".join("?" if v is None else "%.10g" % v
+                for x in xs:
+                    vals = [table[n].get(x) for n in sites]
+                    f.write("%d %s\n" % (x, " ".join("?" if v is None else "%.10g" % v
                                                     for v in vals)))
         color = {l: COLORS[i % len(COLORS)] for i, l in enumerate(layers)}
         what = {"y": "y (activations)", "dx": "dx (errors)", "w": "w (weights)",
                 "dw": "dw (weight gradients)"}
         kinds = [k for k in KINDS if by_kind[k]]
 
-        def panels(datfile, ylabel, style, using, common, per_kind, ref=None):
+        def panels(datfile, ylabel, style, using, common, per_kind, ref=None, note=""):
             body = ['set datafile missing "?"',
-                    "set multiplot layout %d,1 title %s" % (len(kinds), gp_str(run_label)),
+                    "set multiplot layout %d,1 title %s" % (len(kinds),
+                                                           gp_str(run_label + note)),
                     "set key outside right top",
                     "set lmargin at screen 0.09", "set rmargin at screen 0.80",
-                    "set grid"] + common
+                    "set grid"] + (["set xtics 1"] if steps[-1] - steps[0] <= 10 else []) + common
             for i, k in enumerate(kinds):
                 body += per_kind(k)
                 body.append("set ylabel %s" % gp_str("%s of %s" % (ylabel, what[k])))
@@ -734,7 +751,10 @@ class Plotter:
                             "set ytics (%s)" % ", ".join(tics)], lambda k: [],
                            ref=None if not target else
                            "%r with lines dt 3 lw 1.5 lc rgb \"#555555\" title %s"
-                           % (target, gp_str("policy rate %g" % target))),
+                           % (target, gp_str("policy rate %g" % target)),
+                           note="\noverflow / count per %s" % (
+                               "step" if win * every == 1 else
+                               "window of %d steps (plotted at its first step)" % (win * every))),
                     1100, height)
 
 
@@ -1008,7 +1028,11 @@ def main(argv):
         "cpu": cpu, "cores": ncores, "host": host,
         "dlu_version": dlu_version(args.dlu) if os.path.exists(args.dlu) else "unknown",
         "git": git_describe(), "net": args.net_arg, "net_name": net_name, "length": length,
-        "seeds": ",".join(map(str, seeds)), "jobs": args.jobs, "threads": threads,
+        "seeds": ",".join(map(str, seeds)),
+        "jobs": None if args.tables_only else args.jobs,
+        "threads": ",".join(str(t) for t in sorted({
+            st["report"]["threads"] for st in results.values()
+            if st["state"] == "done" and isinstance(st["report"].get("threads"), int)})) or "-",
         "stats_every": args.stats_every_n,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
