@@ -545,16 +545,26 @@ static int autoflex_proposal(const dlu_scale_state *s)
 }
 
 /* The rule's exponent from statistics st (one step's, or those summed over an interval)
- * and the history. s->exp when there is nothing to go by. */
-static int proposal(const dlu_scale_state *s, const dlu_stats *st)
+ * and the history. s->exp when there is nothing to go by. at_exp: st was produced with
+ * the exponent now in force (one step's statistics, no change since), so its observed
+ * overflow count may be trusted for that exponent. */
+static int proposal(const dlu_scale_state *s, const dlu_stats *st, int at_exp)
 {
     const uint64_t n = nonzero(st);
 
     switch (s->cfg.kind) {
-    case DLU_SCALE_OVERFLOW:
+    case DLU_SCALE_OVERFLOW: {
         if (n == 0)
             return s->exp;
-        return exp_for_j(s, smallest_j(st, allowed_count(n, s->cfg.rate)));
+        const uint64_t allowed = allowed_count(n, s->cfg.rate);
+        const int p = exp_for_j(s, smallest_j(st, allowed));
+        /* The histogram cannot see values just under the saturation point that round up
+         * to it (bin e+b-2); the observed overflow can. Those statistics were produced at
+         * the current exponent, so at least as much overflow would recur there or lower. */
+        if (at_exp && st->overflow > allowed && p <= s->exp)
+            return clamp_exp(s, (long long)s->exp + 1);
+        return p;
+    }
     case DLU_SCALE_MAX:
         if (n == 0)
             return s->exp;
@@ -613,7 +623,7 @@ int dlu_scale_calibrate(dlu_scale_state *s, const dlu_stats *st)
         s->exp = exp_for_j(s, top_k(st) + 1);
         break;
     default:
-        s->exp = proposal(s, st);
+        s->exp = proposal(s, st, 0); /* calibration statistics come from a trial exponent */
         break;
     }
     s->calibrated = 1;
@@ -667,7 +677,7 @@ int dlu_scale_update(dlu_scale_state *s, const dlu_stats *st)
     /* Emergency and recompute: up at once, by at least one, from this step alone. */
     int bumped = 0;
     if (overflow_exceeds(st, s->cfg.emergency) || overflow_exceeds(st, s->cfg.recompute)) {
-        int p = proposal(s, st);
+        int p = proposal(s, st, 1);
         if (p <= s->exp)
             p = clamp_exp(s, (long long)s->exp + 1);
         bumped = p > s->exp;
@@ -680,7 +690,7 @@ int dlu_scale_update(dlu_scale_state *s, const dlu_stats *st)
      * would otherwise count the step twice); the interval starts again either way. */
     if (s->since >= (uint32_t)s->cfg.interval) {
         if (!bumped)
-            decide(s, proposal(s, &s->acc));
+            decide(s, proposal(s, &s->acc, s->cfg.interval == 1));
         dlu_stats_clear(&s->acc);
         s->since = 0;
     }

@@ -712,7 +712,7 @@ static void test_vectors_softmax(void)
         const long rec_line = lineno;
         int nclass, label, i;
         uint32_t xw[64], pw[64], lw;
-        float x[64], p[64], loss;
+        float x[64], p[64], loss = 0.0f;
         if (sscanf(line, "R %d %d", &nclass, &label) != 2 || nclass < 1 || nclass > 64 ||
             !next_line(f, line, sizeof line, &lineno) || !parse_hex_words(line, 'x', xw, nclass) ||
             !next_line(f, line, sizeof line, &lineno) || !parse_hex_words(line, 'p', pw, nclass) ||
@@ -972,7 +972,7 @@ static void test_api_errors(void)
     int8_t q[2];
     int64_t acc[2] = {1, 2};
     int32_t acc32[2] = {1, 2};
-    float loss;
+    float loss = 0.0f;
     int32_t labels[2] = {0, 5};
     CU_ASSERT_EQUAL(dlu_quantize_f32(x, 2, 0, DLU_FMT_FP32, DLU_ROUND_NEAREST, 0, 0, 0, 0, q, NULL), DLU_EINVAL);
     CU_ASSERT_EQUAL(dlu_quantize_f32(x, 2, 0, DLU_FMT_DFP8, DLU_ROUND_COUNT, 0, 0, 0, 0, q, NULL), DLU_EINVAL);
@@ -1092,7 +1092,7 @@ static double ref_xent(const float *z, int n, int label, double *p)
 static void test_softmax_xent(void)
 {
     enum { NC = 10, B = 64 };
-    float z[B * NC], prob[B * NC], dl[B * NC], prob2[NC], loss, loss_mean = 0.0f;
+    float z[B * NC], prob[B * NC], dl[B * NC], prob2[NC], loss = 0.0f, loss_mean = 0.0f;
     int32_t labels[B];
     double pref[NC], max_perr = 0, max_lerr = 0, sum_loss = 0;
     int b, i;
@@ -1149,7 +1149,7 @@ static void test_softmax_xent(void)
     /* prob_out NULL: loss only, same bits */
     CU_ASSERT_EQUAL(dlu_softmax_xent_row(z, NC, labels[0], NULL, &loss), DLU_OK);
     {
-        float l2;
+        float l2 = 0.0f;
         dlu_softmax_xent_row(z, NC, labels[0], prob2, &l2);
         CU_ASSERT_EQUAL(dlu_f32_bits(loss), dlu_f32_bits(l2));
     }

@@ -710,6 +710,25 @@ static void test_hysteresis(void)
     dlu_scale_state_free(s);
 }
 
+/* The overflow rule trusts one step's observed overflow at the exponent in force: values
+ * just under the saturation point that round up to it are invisible in the histogram. */
+static void test_observed_overflow(void)
+{
+    dlu_stats k2 = one_bin(2, 1000), edge = one_bin(2, 1000);
+    edge.overflow = 50; /* 5% of the values in bin 2 rounded up past 127 at e = -4 */
+    dlu_scale_state *s = mk("overflow:emergency=0", DLU_FMT_DFP8);
+    CHECK_EXP(dlu_scale_calibrate(s, &k2), -4);
+    CHECK_EXP(dlu_scale_update(s, &edge), -3); /* the histogram alone says -4 */
+    CHECK_EXP(dlu_scale_update(s, &k2), -4);   /* no overflow observed: back down */
+    dlu_scale_state_free(s);
+    /* over an interval of several steps the exponent may have changed: not trusted */
+    s = mk("overflow:emergency=0,interval=2", DLU_FMT_DFP8);
+    CHECK_EXP(dlu_scale_calibrate(s, &k2), -4);
+    CHECK_EXP(dlu_scale_update(s, &edge), -4);
+    CHECK_EXP(dlu_scale_update(s, &k2), -4);
+    dlu_scale_state_free(s);
+}
+
 static void test_interval_and_emergency(void)
 {
     dlu_stats k2 = one_bin(2, 1000), z = empty();
@@ -1075,6 +1094,7 @@ int main(void)
         {"autoflex (Koster et al. 2017)", test_autoflex},
         {"onebit (Courbariaux et al. 2014)", test_onebit},
         {"hysteresis over a sequence", test_hysteresis},
+        {"overflow rule trusts observed overflow", test_observed_overflow},
         {"interval and emergency over a sequence", test_interval_and_emergency},
         {"recompute rule", test_recompute},
         {"rules on data quantized by numerics.h", test_with_quantize},
