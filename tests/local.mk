@@ -50,3 +50,10 @@ TESTS += tests/test_igemm
 tests_test_igemm_SOURCES = tests/test_igemm.c
 tests_test_igemm_CPPFLAGS = $(tests_cflags)
 tests_test_igemm_LDADD = $(tests_ldadd) -lpthread
+
+check_PROGRAMS += tests/test_dfp
+TESTS += tests/test_dfp tests/test_dfp_train.sh
+tests_test_dfp_SOURCES = tests/test_dfp.c
+tests_test_dfp_CPPFLAGS = $(tests_cflags)
+tests_test_dfp_LDADD = $(tests_ldadd)
+EXTRA_DIST += tests/test_dfp_train.sh

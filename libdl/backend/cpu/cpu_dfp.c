@@ -208,14 +208,16 @@ dlu_status dlu__cpu_quantize(dlu_backend *be, const dlu_tensor *src, size_t n, d
 
 /* ---- linear ---------------------------------------------------------------------------- */
 
+static size_t max3(size_t a, size_t b, size_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+/* Workspace of linear, forward and backward: the accumulators, the transposed operands,
+ * the G staging buffer, and the scratch of the largest of its three GEMMs
+ * (n, out, in), (n, in, out), (out, in, n). */
 static size_t linear_ws(const dlu__layer *l, size_t n)
 {
-    size_t in = (size_t)l->in_size, out = (size_t)l->out, big = n * in > out * in ? n * in : out * in;
-    if (n * out > big)
-        big = n * out;
-    return big * 8 + out * 8 + (out * in + n * out + n * in) * 2 + out * in * 2 +
-           qgemm_scratch(n > out ? n : out, in > out ? in : out, n > in ? (n > out ? n : out) : (in > out ? in : out)) +
-           16 * 64;
+    const size_t in = (size_t)l->in_size, out = (size_t)l->out;
+    return max3(n * in, out * in, n * out) * 8 + out * 8 + (out * in + n * out + n * in) * 2 + out * in * 2 +
+           max3(qgemm_scratch(n, out, in), qgemm_scratch(n, in, out), qgemm_scratch(out, in, n)) + 16 * 64;
 }
 
 dlu_status dlu__cpu_linear_fwd_dfp(dlu_backend *be, const dlu__op_args *a)
@@ -294,14 +296,19 @@ static int qconv_chunk(const dlu__layer *l, int n)
     return g < (size_t)n ? (int)g : n;
 }
 
+/* Workspace of conv2d, forward and backward: the full-batch accumulators, one chunk's
+ * unfolded input (twice), gradients (twice), transposed weights, weight-gradient and
+ * bias accumulators, the G staging buffer, the chunk's accumulator, and the scratch of
+ * the largest of its GEMMs (F, ghw, ckk), (F, ckk, ghw), (ckk, ghw, F). */
 static size_t conv_ws(const dlu__layer *l, size_t n)
 {
     const size_t hw = (size_t)l->out_h * l->out_w, ckk = (size_t)l->in_c * l->kernel * l->kernel;
     const size_t F = (size_t)l->out_c, ghw = (size_t)qconv_chunk(l, (int)n) * hw;
-    size_t full = n * (size_t)(l->out_size > l->in_size ? l->out_size : l->in_size);
-    size_t chunk = ghw * ckk * 2 * 3 + F * ghw * 2 * 2 + ckk * F * 2 + F * ckk * 8 + F * 8 + F * ckk * 2 +
-                   ghw * ckk * 8 + qgemm_scratch(ckk > F ? ckk : F, ghw > ckk ? ghw : ckk, ghw > ckk ? ghw : ckk);
-    return full * 8 + chunk + 32 * 64;
+    const size_t full = n * (size_t)(l->out_size > l->in_size ? l->out_size : l->in_size);
+    const size_t chunk = ghw * ckk * 2 * 2 + F * ghw * 2 * 2 + ckk * F * 2 + F * ckk * 8 + F * 8 + F * ckk * 2 +
+                         (ckk * ghw > F * ckk ? ckk * ghw : F * ckk) * 8 + F * ghw * 8;
+    return full * 8 + chunk +
+           max3(qgemm_scratch(F, ghw, ckk), qgemm_scratch(F, ckk, ghw), qgemm_scratch(ckk, ghw, F)) + 32 * 64;
 }
 
 /* Output columns [*lo, *hi) whose input column ox*stride - pad + kx lies inside [0, W). */
@@ -536,7 +543,11 @@ dlu_status dlu__cpu_flatten_bwd_dfp(dlu_backend *be, const dlu__op_args *a)
 
 /* ---- pooling --------------------------------------------------------------------------- */
 
-static size_t pool_ws(const dlu__layer *l, size_t n) { return n * (size_t)l->in_size * 8 + 64; }
+/* One int64 accumulator per element of the larger of input and output. */
+static size_t pool_ws(const dlu__layer *l, size_t n)
+{
+    return n * (size_t)(l->in_size > l->out_size ? l->in_size : l->out_size) * 8 + 64;
+}
 
 /* maxpool: the same winner rule as fp32 (first maximum in row-major window order; padded
  * cells never win); output keeps the input's exponent. Backward sums the gradients that
@@ -698,7 +709,7 @@ size_t dlu__cpu_dfp_ws(const dlu__layer *l, int n)
     case DLU_OP_LINEAR: return linear_ws(l, (size_t)n);
     case DLU_OP_CONV2D: return conv_ws(l, (size_t)n);
     case DLU_OP_MAXPOOL:
-    case DLU_OP_AVGPOOL: return pool_ws(l, (size_t)n) + (size_t)n * l->out_size * 8;
+    case DLU_OP_AVGPOOL: return pool_ws(l, (size_t)n);
     case DLU_OP_SOFTMAX_XENT: return xent_ws(l, (size_t)n);
     default: return 0;
     }
