@@ -40,6 +40,8 @@ libdlu_la_SOURCES = \
 	libdl/backend/cpu/cpu_backend.c \
 	libdl/backend/cpu/cpu_dense.c \
 	libdl/backend/cpu/cpu_dfp.c \
+	libdl/backend/cpu/cpu_quant.c \
+	libdl/backend/cpu/cpu_quant.h \
 	libdl/backend/cpu/igemm.c \
 	libdl/backend/cpu/igemm.h \
 	libdl/backend/cpu/cpu_misc.c \

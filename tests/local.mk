@@ -57,3 +57,9 @@ tests_test_dfp_SOURCES = tests/test_dfp.c
 tests_test_dfp_CPPFLAGS = $(tests_cflags)
 tests_test_dfp_LDADD = $(tests_ldadd)
 EXTRA_DIST += tests/test_dfp_train.sh
+
+check_PROGRAMS += tests/test_cpu_quant
+TESTS += tests/test_cpu_quant
+tests_test_cpu_quant_SOURCES = tests/test_cpu_quant.c
+tests_test_cpu_quant_CPPFLAGS = $(tests_cflags)
+tests_test_cpu_quant_LDADD = $(tests_ldadd)

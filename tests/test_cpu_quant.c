@@ -233,7 +233,7 @@ static int64_t special_i64(void)
     case 5: return INT64_MAX;
     case 6: return (int64_t)(0u - p); /* -2^j (INT64_MIN for j = 63) */
     case 7: return j < 63 ? (int64_t)p : INT64_MAX;
-    case 8: return (int64_t)(0u - p) + rnd_int(-1, 1);
+    case 8: return (int64_t)((0u - p) + (uint64_t)(int64_t)rnd_int(-1, 1)); /* wraps past INT64_MIN */
     default: return j < 63 ? (int64_t)p + rnd_int(-1, 1) : INT64_MAX - 1;
     }
 }
@@ -320,7 +320,7 @@ static dlu_round pick_mode(void) { return rnd_int(0, 1) ? DLU_ROUND_STOCHASTIC :
 /* tests                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-#define TOTAL_ELEMS 2500000 /* per function: reference elements; each path runs them all */
+#define TOTAL_ELEMS 5000000 /* per function: reference elements; each path runs them all */
 
 static void test_quantize_f32(void)
 {
@@ -521,6 +521,69 @@ static void test_quantize_exponent_sweep(void)
     free(qw);
     free(qg);
     printf("\n    %ld calls, %ld mismatching", c.ncalls, c.nbad);
+    CU_ASSERT_EQUAL(c.nbad, 0);
+}
+
+/* Stochastic rounding decides up = rnd > ~frac on 64-bit words; the fast fp32 kernel does
+ * it on 32-bit halves, where the low halves matter only when the high halves tie
+ * (rnd_hi == ~frac_hi), which random inputs hit with probability 2^-32. Here the inputs
+ * are built from the known random words so that they tie: for each element whose word
+ * has rnd_hi >= 0xFF000000, t = ~rnd_hi < 2^24 and x = m * 2^(e - r) with
+ * m = t << s | (s random low bits), s = 24 - bitlength(t), r = 32 + s (so m has 24 bits
+ * and frac_hi = m >> s = t), and the carry out of the low halves decides (s = 0, r = 32:
+ * frac_lo = 0, no carry). */
+static void test_quantize_sr_high_ties(void)
+{
+    check c = {0, 0, 0};
+    int skipped = 0;
+    long nties = 0;
+    const size_t n = 300000;
+    float *x = xmalloc(n * sizeof *x);
+    void *qw = xmalloc(n * 2), *qg = xmalloc(n * 2);
+    for (int t = 0; t < 4; t++) {
+        const uint64_t seed = rnd64();
+        const uint32_t id = (uint32_t)rnd64(), step = (uint32_t)rnd64();
+        const size_t base = (size_t)rnd_int(0, 1000);
+        const int e = rnd_int(-20, 20);
+        const dlu_format fmt = t & 1 ? DLU_FMT_DFP16 : DLU_FMT_DFP8;
+        dlu_stats sw, sg;
+        char params[96];
+        for (size_t i = 0; i < n; i++) {
+            const uint32_t hi = (uint32_t)(dlu_sr_bits64(seed, id, step, (uint64_t)(base + i)) >> 32);
+            uint32_t m;
+            int s;
+            if (hi < 0xFF000000u) {
+                x[i] = (float)ldexp((double)(rnd64() >> 40), rnd_int(-40, 0) + e);
+                continue;
+            }
+            const uint32_t tt = ~hi;
+            int len = 0;
+            while (len < 32 && (tt >> len))
+                len++;
+            s = 24 - len;
+            m = (uint32_t)(((uint64_t)tt << s) | (rnd64() & ((1ull << s) - 1u))) | 0x800000u;
+            x[i] = (float)ldexp((double)m, e - 32 - s) * (rnd_int(0, 1) ? -1.0f : 1.0f);
+            nties++;
+        }
+        dlu_stats_clear(&sw);
+        const dlu_status rw = dlu_quantize_f32(x, n, e, fmt, DLU_ROUND_STOCHASTIC, seed, id, step, base, qw, &sw);
+        snprintf(params, sizeof params, "e=%d index_base=%zu (tied high halves)", e, base);
+        for (int k = 0; k < NPATHS; k++) {
+            if (!use_path(k, &skipped))
+                continue;
+            dlu_stats_clear(&sg);
+            const dlu_status rg =
+                dlu__cpu_quantize_f32(x, n, e, fmt, DLU_ROUND_STOCHASTIC, seed, id, step, base, qg, &sg);
+            compare(&c, "quantize_f32 high-half ties", paths[k], dlu_format_bits(fmt), n, qw, qg, &sw, &sg, rw, rg,
+                    params, show_f32, x);
+        }
+    }
+    dlu__cpu_quant_select(NULL);
+    free(x);
+    free(qw);
+    free(qg);
+    printf("\n    %ld tied elements, %ld calls, %ld mismatching", nties, c.ncalls, c.nbad);
+    CU_ASSERT(nties > 1000);
     CU_ASSERT_EQUAL(c.nbad, 0);
 }
 
@@ -806,6 +869,7 @@ int main(void)
         !CU_add_test(s, "vectors: quant_f32.txt, requant_acc.txt", test_vectors) ||
         !CU_add_test(s, "quantize_f32: exponent x shift sweep", test_quantize_exponent_sweep) ||
         !CU_add_test(s, "quantize_f32 vs reference (random)", test_quantize_f32) ||
+        !CU_add_test(s, "quantize_f32 stochastic: tied high halves", test_quantize_sr_high_ties) ||
         !CU_add_test(s, "requantize_acc64: shift sweep -70..70", test_requantize_shift_sweep) ||
         !CU_add_test(s, "requantize_acc64 vs reference (random)", test_requantize_acc64) ||
         !CU_add_test(s, "requantize_acc32 vs reference (random)", test_requantize_acc32) ||

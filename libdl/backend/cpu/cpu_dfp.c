@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "cpu_quant.h"
 #include "error.h"
 #include "igemm.h"
 
@@ -133,12 +134,12 @@ static dlu_status requant_site(dlu__qsite *q, const int64_t *acc, size_t n, int 
     const dlu_stats *prep = NULL;
     if (q->scale && !dlu_scale_calibrated(q->scale)) {
         dlu_stats_clear(&pre);
-        DLU__TRY(dlu_requantize_acc64(acc, n, ea, ea, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, 0, out->data, &pre));
+        DLU__TRY(dlu__cpu_requantize_acc64(acc, n, ea, ea, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, 0, out->data, &pre));
         prep = &pre;
     }
     const int eo = q->scale ? dlu__site_exp(q, prep) : ea;
     dlu_stats_clear(&q->stats);
-    DLU__TRY(dlu_requantize_acc64(acc, n, ea, eo, q->fmt, q->round, seed, q->id, step, 0, out->data, &q->stats));
+    DLU__TRY(dlu__cpu_requantize_acc64(acc, n, ea, eo, q->fmt, q->round, seed, q->id, step, 0, out->data, &q->stats));
     q->exp = eo;
     out->exp = eo;
     return DLU_OK;
@@ -151,12 +152,12 @@ static dlu_status quant_site(dlu__qsite *q, const float *x, size_t n, dlu_tensor
     const dlu_stats *prep = NULL;
     if (q->scale && !dlu_scale_calibrated(q->scale)) {
         dlu_stats_clear(&pre);
-        DLU__TRY(dlu_quantize_f32(x, n, 0, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, 0, out->data, &pre));
+        DLU__TRY(dlu__cpu_quantize_f32(x, n, 0, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, 0, out->data, &pre));
         prep = &pre;
     }
     const int e = dlu__site_exp(q, prep);
     dlu_stats_clear(&q->stats);
-    DLU__TRY(dlu_quantize_f32(x, n, e, q->fmt, q->round, seed, q->id, step, 0, out->data, &q->stats));
+    DLU__TRY(dlu__cpu_quantize_f32(x, n, e, q->fmt, q->round, seed, q->id, step, 0, out->data, &q->stats));
     out->exp = e;
     return DLU_OK;
 }
@@ -166,12 +167,7 @@ static dlu_status quant_site(dlu__qsite *q, const float *x, size_t n, dlu_tensor
 static void stats_inherit(dlu__qsite *q, const dlu_tensor *t, size_t n)
 {
     dlu_stats_clear(&q->stats);
-    const int w = wide(t);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t info;
-        dlu_dfp_requantize(qld(t->data, w, i), t->exp, t->exp, w ? 16 : 8, DLU_ROUND_NEAREST, 0, &info);
-        dlu_stats_record(&q->stats, info);
-    }
+    dlu__cpu_stats_q(t->data, n, t->exp, wide(t) ? DLU_FMT_DFP16 : DLU_FMT_DFP8, &q->stats);
     q->exp = t->exp;
 }
 
@@ -182,12 +178,9 @@ static dlu_status grad_site(dlu__qsite *q, const int64_t *acc, size_t n, int ea,
 {
     if (!dlu_format_is_dfp(q->fmt)) {
         dlu_stats_clear(&q->stats);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t info;
-            dlu_dfp_requantize(acc[i], ea, ea, 16, DLU_ROUND_NEAREST, 0, &info); /* histogram only */
-            dlu_stats_record(&q->stats, info & ~(DLU_QF_OVERFLOW | DLU_QF_UNDERFLOW));
+        dlu__cpu_stats_acc64(acc, n, ea, &q->stats); /* histogram only */
+        for (size_t i = 0; i < n; i++)
             g[i] = dlu_acc_to_f32(acc[i], ea);
-        }
         q->exp = ea;
         return DLU_OK;
     }

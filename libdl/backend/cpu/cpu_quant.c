@@ -5,10 +5,11 @@
  * Elements go in blocks of CQ_B (the last block padded with zeros, whose statistics are
  * taken back out). Per block:
  *   1. stochastic mode: the block's random words from a Philox-4x32-10 that runs 16
- *      counters side by side (one counter serves two elements, as in dlu_sr_bits64);
+ *      counters side by side (one counter serves two elements, as in dlu_sr_bits64), kept
+ *      as low and high 32-bit halves;
  *   2. one straight-line loop over the block computes each element's result, its flags
- *      and its histogram bin with selects instead of branches, so the compiler vectorises
- *      it (64-bit lanes);
+ *      and its histogram bin with masks and selects instead of branches, so that the
+ *      compiler vectorises it (32-bit lanes for fp32 inputs, 64-bit for accumulators);
  *   3. a scalar loop adds the bins into four interleaved histograms (a single table would
  *      make consecutive elements of the same bin wait for each other's store).
  * The loops are compiled three times, for AVX-512 (F, DQ, BW, VL, CD), AVX2 and the
@@ -16,19 +17,21 @@
  * the best one the CPU (and OS) supports is picked at run time with
  * __builtin_cpu_supports. There is no global -m flag, so the library runs on any x86-64
  * and builds elsewhere with the portable path only. Philox uses intrinsics on x86
- * (vpmuludq: 32x32->64 multiplies on the even dwords of 64-bit lanes).
+ * (vpmuludq: 32x32->64 multiplies on the even dwords of 64-bit lanes). The element loops
+ * are written for GCC's vectoriser (checked with -fopt-info-vec on GCC 12); the comments
+ * at the bodies say which spellings it needs.
  *
  * Why the results are the references' (the details the reference defines):
- *   quantize  |x| = m * 2^E from the fields; r = e - E is the right shift, with e first
- *             clamped to [-2000, 2000] (any r beyond [-64, 128] then still lies beyond it,
- *             where the results no longer change: see dlu__clamp_shift).
- *             r >= 1: q = m >> r, frac = m << (64 - r) (r <= 64) or m >> (r - 64), all shift
- *             counts clamped into [0, 63] where the clamp cannot change the value because
- *             m < 2^24. Nearest: up if frac > 2^63 or frac == 2^63 and q odd; the reference's
- *             sticky bits only exist for r > 64, where frac < 2^24 is never a tie.
- *             Stochastic: up = rnd > ~frac, the reference's own expression.
- *             r <= 0: exact left shift by l = min(-r, 63), saturating if m > qmax >> l
- *             (qmax >> 63 == 0, so l >= 64 saturates like the reference's l >= 64 test).
+ *   quantize  |x| = m * 2^E from the fields (m < 2^24); r = e - E is the right shift, with
+ *             e first clamped to [-2000, 2000] (an r beyond [-64, 128] then stays beyond it,
+ *             where results no longer change: see dlu__clamp_shift). Shift counts are
+ *             clamped into [0, 31] wherever m < 2^24 makes the clamp exact.
+ *             Nearest, r >= 1: q = m >> r, then round half to even from the half bit and
+ *             the bits below it; r >= 25 gives 0 like r = 25 (m is below half an LSB).
+ *             The reference's sticky bits beyond 64 never make a tie, since m < 2^24.
+ *             Stochastic, r >= 1: the reference's up = rnd > ~frac (frac = the discarded
+ *             fraction scaled to 64 bits), evaluated on 32-bit halves (see qf32_sr_body).
+ *             r <= 0: exact left shift by l, saturating iff m > qmax >> l.
  *             Then saturate to qmax (overflow), flag underflow for a nonzero input that
  *             became 0, apply the sign. NaN -> 0, +-Inf -> +-qmax with overflow, +-0 -> 0.
  *             Bin: k = biased exponent - 127 clamped to [-64, 63]; subnormals (k < -126)
@@ -40,12 +43,13 @@
  *               stochastic  (m + (rnd >> (64 - s))) >> s: adding the top s random bits to
  *                           the s discarded bits carries exactly when frac + rnd >= 2^64
  *                           (numerics.h, dlu__round_shift_u64); the sum is below 2^64.
- *             -63 <= s <= 0: m << -s, saturating if m > qmax >> -s.
+ *             -63 <= s <= 0: m << -s, saturating iff m > qmax >> -s.
  *             Any other s (values shifted by 64 or more bits: everything saturates or
  *             rounds to 0 or to the random carry) runs the reference element by element.
- *             Bin: k = leading-sign position of acc + ea, the position computed
- *             branch-free on u = acc < 0 ? ~acc : acc (so -1 gives -1 and -2^j gives
- *             j - 1, as dlu_leading_sign_pos64 does).
+ *             Bin: k = leading-sign position of acc + ea, computed on
+ *             u = acc < 0 ? ~acc : acc (so -1 gives -1 and -2^j gives j - 1, as
+ *             dlu_leading_sign_pos64 does), with ea clamped to +-2000 (k still clamps to the
+ *             same bin).
  *   stats     counts are integer sums, so the per-block order changes nothing.
  *
  * What it is not: not the spec (numerics.h is; tests/test_cpu_quant.c compares every path
@@ -145,45 +149,120 @@ CQ_INLINE uint8_t bin_of(int64_t k)
     return (uint8_t)(k - DLU_STATS_KMIN);
 }
 
-/* fp32 -> DFP for one block: x (CQ_B) -> q (CQ_B) int8/int16, bin (CQ_B), cnt (CQ_NCNT)
- * added. e is clamped to +-CQ_EXP_LIM; rnd (CQ_B) is read in stochastic mode only. */
-CQ_INLINE void qf32_body(const float *restrict x, int e, const int bits, const int stoch,
-                         const uint64_t *restrict rnd, void *restrict q, uint8_t *restrict bin,
-                         uint64_t *restrict cnt)
+/* v clamped to [lo, hi]. */
+CQ_INLINE int32_t clamp32(int32_t v, int32_t lo, int32_t hi)
 {
-    const uint64_t qmax = ((uint64_t)1 << (bits - 1)) - 1u;
-    const uint64_t half = 0x8000000000000000ull;
-    uint64_t nzero = 0, novf = 0, nunf = 0, nnan = 0;
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
+/* CQ_NONE if none (0 or 1), else bin: arithmetic, because a comparison used both as a
+ * select mask and as a counted value stops the vectoriser ("unsupported use"). */
+CQ_INLINE uint8_t none_or(uint64_t none, uint8_t bin) { return (uint8_t)((bin & (none - 1u)) | (none << 7)); }
+
+/* fp32 -> DFP, nearest-even, for one block: x (CQ_B) -> q (CQ_B) int8/int16, bin (CQ_B),
+ * cnt (CQ_NCNT) added; e clamped to +-CQ_EXP_LIM. In 32-bit lanes, which suffice because
+ * m < 2^24: a right shift r >= 25 leaves m below half an LSB (result 0, as r = 25 gives);
+ * round half to even from the kept part q, the half bit hb and the bits below it (sticky).
+ * A left shift l saturates iff m > qmax >> l, i.e. iff m >> (bits - 1 - l) != 0 (for
+ * l >= bits - 1: iff m != 0). Loop-invariant values shifted by a vector are avoided: GCC
+ * 12 does not vectorise them. */
+CQ_INLINE void qf32_rn_body(const float *restrict x, int e, const int bits, void *restrict q,
+                            uint8_t *restrict bin, uint64_t *restrict cnt)
+{
+    const uint32_t qmax = (1u << (bits - 1)) - 1u;
+    uint32_t nzero = 0, novf = 0, nunf = 0, nnan = 0;
 
     for (int i = 0; i < CQ_B; i++) {
-        const uint64_t u = dlu_f32_bits(x[i]);
-        const int64_t bexp = (int64_t)((u >> 23) & 0xFFu);
-        const uint64_t man = u & 0x7FFFFFu;
-        const uint64_t m = bexp ? (man | 0x800000u) : man;
-        const int64_t r = (int64_t)e - ((bexp ? bexp : 1) - 150);
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u); /* the fp32 bits (a load the vectoriser takes) */
+        const uint32_t bexp = (u >> 23) & 0xFFu, man = u & 0x7FFFFFu;
+        const uint32_t normal = bexp != 0;
+        const uint32_t m = man | (normal << 23);
+        const int32_t r = e + 150 - (int32_t)(bexp + 1u - normal); /* e - E */
         /* right shift r >= 1 */
-        const uint64_t qr = m >> (r < 0 ? 0 : (r > 63 ? 63 : r));
-        const uint64_t frac = r <= 64 ? m << (r < 1 ? 63 : 64 - r) : m >> (r - 64 > 63 ? 63 : r - 64);
-        const uint64_t up = stoch ? (uint64_t)(rnd[i] > ~frac)
-                                  : (uint64_t)(frac > half || (frac == half && (qr & 1u)));
+        const int32_t rr = clamp32(r, 1, 25);
+        const uint32_t qr = m >> rr;
+        const uint32_t hb = (m >> (rr - 1)) & 1u;
+        const uint32_t sticky = ((m << (32 - rr)) << 1) != 0; /* bits below the half bit */
+        const uint32_t magr = qr + (hb & (sticky | (qr & 1u)));
         /* left shift r <= 0 */
-        const int64_t l = r < -63 ? 63 : (r < 0 ? -r : 0);
-        const uint64_t ml = m > (qmax >> l) ? qmax + 1u : m << l;
-        const uint64_t mag0 = r > 0 ? qr + up : ml;
-        const uint64_t special = bexp == 0xFF;
-        const uint64_t nan = special & (man != 0);
-        const uint64_t zero = (u & 0x7FFFFFFFu) == 0;
-        const uint64_t ovf = special ? !nan : mag0 > qmax;
-        const uint64_t mag = special ? (nan ? 0 : qmax) : (mag0 > qmax ? qmax : mag0);
-        const int64_t v = (u >> 31) ? -(int64_t)mag : (int64_t)mag;
+        const int32_t l = clamp32(-r, 0, 31);
+        const uint32_t sat_l = (m >> clamp32(bits - 1 - l, 0, 31)) != 0;
+        const uint32_t ml = sat_l ? qmax + 1u : m << l;
+        const uint32_t right = 0u - (uint32_t)(r > 0);
+        const uint32_t mag0 = (magr & right) | (ml & ~right);
+        /* saturation, specials, sign */
+        const uint32_t special = bexp == 0xFF;
+        const uint32_t nan = special & (uint32_t)(man != 0);
+        const uint32_t zero = (u & 0x7FFFFFFFu) == 0;
+        const uint32_t ovf = special ? nan ^ 1u : (uint32_t)(mag0 > qmax);
+        const uint32_t magc = mag0 < qmax ? mag0 : qmax;
+        const uint32_t mag = special ? qmax & (nan - 1u) : magc; /* NaN 0, +-Inf qmax */
+        const int32_t v = (u >> 31) ? -(int32_t)mag : (int32_t)mag;
         if (bits == 8)
             ((int8_t *)q)[i] = (int8_t)v;
         else
             ((int16_t *)q)[i] = (int16_t)v;
-        bin[i] = (zero | nan) ? CQ_NONE : bin_of(bexp - 127);
+        bin[i] = none_or(zero | nan, bin_of((int32_t)bexp - 127));
         nzero += zero;
         novf += ovf;
-        nunf += !special & !zero & (mag == 0);
+        nunf += (special | zero | (uint32_t)(mag != 0)) ^ 1u;
+        nnan += nan;
+    }
+    cnt[CQ_ZERO] += nzero;
+    cnt[CQ_OVF] += novf;
+    cnt[CQ_UNF] += nunf;
+    cnt[CQ_NAN] += nnan;
+}
+
+/* fp32 -> DFP, stochastic, for one block; as qf32_rn_body plus the random words of the
+ * block's elements split into low and high halves, rlo (CQ_B) and rhi (CQ_B). Also in
+ * 32-bit lanes: the reference's up = rnd > ~frac, i.e. rnd + frac >= 2^64, is evaluated on
+ * the halves (rnd = rhi:rlo, frac = fh:fl): up = rhi > ~fh, or rhi == ~fh and the low
+ * halves carry (rlo > ~fl). With m < 2^24: for r <= 32, frac = (m << (32 - r)):0; for
+ * 32 < r <= 64, fh = m >> (r - 32), fl = m << (64 - r); for r > 64, fh = 0,
+ * fl = m >> (r - 64) (0 once r - 64 >= 24, so clamping the count to 31 is exact). */
+CQ_INLINE void qf32_sr_body(const float *restrict x, int e, const int bits, const uint32_t *restrict rlo,
+                            const uint32_t *restrict rhi, void *restrict q, uint8_t *restrict bin,
+                            uint64_t *restrict cnt)
+{
+    const uint32_t qmax = (1u << (bits - 1)) - 1u;
+    uint32_t nzero = 0, novf = 0, nunf = 0, nnan = 0;
+
+    for (int i = 0; i < CQ_B; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        const uint32_t bexp = (u >> 23) & 0xFFu, man = u & 0x7FFFFFu;
+        const uint32_t normal = bexp != 0;
+        const uint32_t m = man | (normal << 23);
+        const int32_t r = e + 150 - (int32_t)(bexp + 1u - normal); /* e - E */
+        /* right shift r >= 1 */
+        const uint32_t qr = m >> clamp32(r, 0, 31);
+        const uint32_t fh = (m << clamp32(32 - r, 0, 31)) >> clamp32(r - 32, 0, 31);
+        const uint32_t fl = ((m << clamp32(64 - r, 0, 31)) >> clamp32(r - 64, 0, 31)) & (0u - (uint32_t)(r > 32));
+        const uint32_t up = (uint32_t)(rhi[i] > ~fh) | ((uint32_t)(rhi[i] == ~fh) & (uint32_t)(rlo[i] > ~fl));
+        /* left shift r <= 0 */
+        const int32_t l = clamp32(-r, 0, 31);
+        const uint32_t sat_l = (m >> clamp32(bits - 1 - l, 0, 31)) != 0;
+        const uint32_t ml = sat_l ? qmax + 1u : m << l;
+        const uint32_t right = 0u - (uint32_t)(r > 0); /* a mask: a select here would make */
+        const uint32_t mag0 = ((qr + up) & right) | (ml & ~right); /* rhi[i] a conditional load */
+        const uint32_t special = bexp == 0xFF;
+        const uint32_t nan = special & (uint32_t)(man != 0);
+        const uint32_t zero = (u & 0x7FFFFFFFu) == 0;
+        const uint32_t ovf = special ? nan ^ 1u : (uint32_t)(mag0 > qmax);
+        const uint32_t magc = mag0 < qmax ? mag0 : qmax;
+        const uint32_t mag = special ? qmax & (nan - 1u) : magc;
+        const int32_t v = (u >> 31) ? -(int32_t)mag : (int32_t)mag;
+        if (bits == 8)
+            ((int8_t *)q)[i] = (int8_t)v;
+        else
+            ((int16_t *)q)[i] = (int16_t)v;
+        bin[i] = none_or(zero | nan, bin_of((int32_t)bexp - 127));
+        nzero += zero;
+        novf += ovf;
+        nunf += (special | zero | (uint32_t)(mag != 0)) ^ 1u;
         nnan += nan;
     }
     cnt[CQ_ZERO] += nzero;
@@ -195,8 +274,8 @@ CQ_INLINE void qf32_body(const float *restrict x, int e, const int bits, const i
 /* Accumulators -> DFP for one block, uniform shift: kind CQ_RIGHT with 1 <= sh <= 63, or
  * CQ_LEFT with 0 <= sh <= 63 (a left shift by sh). ea is clamped to +-CQ_EXP_LIM. */
 CQ_INLINE void qacc_body(const void *restrict acc, const int is32, const int kind, int sh, int ea, const int bits,
-                         const int stoch, const int vclz, const uint64_t *restrict rnd, void *restrict q,
-                         uint8_t *restrict bin, uint64_t *restrict cnt)
+                         const int stoch, const int vclz, const uint32_t *restrict rlo, const uint32_t *restrict rhi,
+                         void *restrict q, uint8_t *restrict bin, uint64_t *restrict cnt)
 {
     const uint64_t qmax = ((uint64_t)1 << (bits - 1)) - 1u;
     const uint64_t round_nearest = kind == CQ_RIGHT ? ((uint64_t)1 << (sh - 1)) - 1u : 0;
@@ -207,22 +286,29 @@ CQ_INLINE void qacc_body(const void *restrict acc, const int is32, const int kin
     for (int i = 0; i < CQ_B; i++) {
         const int64_t a = is32 ? (int64_t)((const int32_t *)acc)[i] : ((const int64_t *)acc)[i];
         const uint64_t m = a < 0 ? 0u - (uint64_t)a : (uint64_t)a;
-        uint64_t mag, ovf;
+        uint64_t t;
         if (kind == CQ_RIGHT) {
-            const uint64_t t = stoch ? (m + (rnd[i] >> rsh)) >> sh : (m + round_nearest + ((m >> sh) & 1u)) >> sh;
-            ovf = t > qmax;
-            mag = ovf ? qmax : t;
-        } else {
-            ovf = m > lim;
-            mag = ovf ? qmax : m << sh;
+            if (stoch) {
+                const uint64_t rnd = (uint64_t)rhi[i] << 32 | rlo[i];
+                t = (m + (rnd >> rsh)) >> sh;
+            } else {
+                t = (m + round_nearest + ((m >> sh) & 1u)) >> sh;
+            }
+        } else { /* min(m, lim + 1) << sh is m << sh or, where that exceeds qmax, at least qmax + 1;
+                  * it cannot wrap: (lim + 1) << sh <= qmax + 2^sh < 2^64. (A select on the
+                  * comparison, also used as a count, would not vectorise.) */
+            const uint64_t ms = m < lim + 1u ? m : lim + 1u;
+            t = ms << sh;
         }
+        const uint64_t ovf = t > qmax;
+        const uint64_t mag = t < qmax ? t : qmax;
         const uint64_t zero = a == 0;
         const int64_t v = a < 0 ? -(int64_t)mag : (int64_t)mag;
         if (bits == 8)
             ((int8_t *)q)[i] = (int8_t)v;
         else
             ((int16_t *)q)[i] = (int16_t)v;
-        bin[i] = zero ? CQ_NONE : bin_of(log2_u63(a < 0 ? ~(uint64_t)a : (uint64_t)a, vclz) + ea);
+        bin[i] = none_or(zero, bin_of(log2_u63(a < 0 ? ~(uint64_t)a : (uint64_t)a, vclz) + ea));
         nzero += zero;
         novf += ovf;
         if (kind == CQ_RIGHT)
@@ -252,46 +338,47 @@ CQ_INLINE void s16_body(const int16_t *restrict q, int e, uint8_t *restrict bin,
 
 /* The constant-folded instances one target needs. */
 #define CQ_DEFINE_KERNELS(SFX, TGT, VCLZ)                                                                             \
-    TGT static void qf32_##SFX(const float *restrict x, int e, int bits, int stoch, const uint64_t *restrict rnd,   \
-                               void *restrict q, uint8_t *restrict bin, uint64_t *restrict cnt)                     \
+    TGT static void qf32_##SFX(const float *restrict x, int e, int bits, int stoch, const uint32_t *restrict rlo,   \
+                               const uint32_t *restrict rhi, void *restrict q, uint8_t *restrict bin,               \
+                               uint64_t *restrict cnt)                                                              \
     {                                                                                                               \
         if (bits == 8) {                                                                                            \
             if (stoch)                                                                                              \
-                qf32_body(x, e, 8, 1, rnd, q, bin, cnt);                                                            \
+                qf32_sr_body(x, e, 8, rlo, rhi, q, bin, cnt);                                                        \
             else                                                                                                    \
-                qf32_body(x, e, 8, 0, rnd, q, bin, cnt);                                                            \
+                qf32_rn_body(x, e, 8, q, bin, cnt);                                                                 \
         } else {                                                                                                    \
             if (stoch)                                                                                              \
-                qf32_body(x, e, 16, 1, rnd, q, bin, cnt);                                                           \
+                qf32_sr_body(x, e, 16, rlo, rhi, q, bin, cnt);                                                       \
             else                                                                                                    \
-                qf32_body(x, e, 16, 0, rnd, q, bin, cnt);                                                           \
+                qf32_rn_body(x, e, 16, q, bin, cnt);                                                                \
         }                                                                                                           \
     }                                                                                                               \
     TGT static void qacc_##SFX(const void *restrict acc, int is32, int kind, int sh, int ea, int bits, int stoch,   \
-                               const uint64_t *restrict rnd, void *restrict q, uint8_t *restrict bin,               \
-                               uint64_t *restrict cnt)                                                              \
+                               const uint32_t *restrict rlo, const uint32_t *restrict rhi, void *restrict q,        \
+                               uint8_t *restrict bin, uint64_t *restrict cnt)                                       \
     {                                                                                                               \
         if (kind == CQ_LEFT) {                                                                                      \
             if (is32)                                                                                               \
-                bits == 8 ? qacc_body(acc, 1, CQ_LEFT, sh, ea, 8, 0, VCLZ, rnd, q, bin, cnt)                        \
-                          : qacc_body(acc, 1, CQ_LEFT, sh, ea, 16, 0, VCLZ, rnd, q, bin, cnt);                      \
+                bits == 8 ? qacc_body(acc, 1, CQ_LEFT, sh, ea, 8, 0, VCLZ, rlo, rhi, q, bin, cnt)                        \
+                          : qacc_body(acc, 1, CQ_LEFT, sh, ea, 16, 0, VCLZ, rlo, rhi, q, bin, cnt);                      \
             else                                                                                                    \
-                bits == 8 ? qacc_body(acc, 0, CQ_LEFT, sh, ea, 8, 0, VCLZ, rnd, q, bin, cnt)                        \
-                          : qacc_body(acc, 0, CQ_LEFT, sh, ea, 16, 0, VCLZ, rnd, q, bin, cnt);                      \
+                bits == 8 ? qacc_body(acc, 0, CQ_LEFT, sh, ea, 8, 0, VCLZ, rlo, rhi, q, bin, cnt)                        \
+                          : qacc_body(acc, 0, CQ_LEFT, sh, ea, 16, 0, VCLZ, rlo, rhi, q, bin, cnt);                      \
         } else if (stoch) {                                                                                         \
             if (is32)                                                                                               \
-                bits == 8 ? qacc_body(acc, 1, CQ_RIGHT, sh, ea, 8, 1, VCLZ, rnd, q, bin, cnt)                       \
-                          : qacc_body(acc, 1, CQ_RIGHT, sh, ea, 16, 1, VCLZ, rnd, q, bin, cnt);                     \
+                bits == 8 ? qacc_body(acc, 1, CQ_RIGHT, sh, ea, 8, 1, VCLZ, rlo, rhi, q, bin, cnt)                       \
+                          : qacc_body(acc, 1, CQ_RIGHT, sh, ea, 16, 1, VCLZ, rlo, rhi, q, bin, cnt);                     \
             else                                                                                                    \
-                bits == 8 ? qacc_body(acc, 0, CQ_RIGHT, sh, ea, 8, 1, VCLZ, rnd, q, bin, cnt)                       \
-                          : qacc_body(acc, 0, CQ_RIGHT, sh, ea, 16, 1, VCLZ, rnd, q, bin, cnt);                     \
+                bits == 8 ? qacc_body(acc, 0, CQ_RIGHT, sh, ea, 8, 1, VCLZ, rlo, rhi, q, bin, cnt)                       \
+                          : qacc_body(acc, 0, CQ_RIGHT, sh, ea, 16, 1, VCLZ, rlo, rhi, q, bin, cnt);                     \
         } else {                                                                                                    \
             if (is32)                                                                                               \
-                bits == 8 ? qacc_body(acc, 1, CQ_RIGHT, sh, ea, 8, 0, VCLZ, rnd, q, bin, cnt)                       \
-                          : qacc_body(acc, 1, CQ_RIGHT, sh, ea, 16, 0, VCLZ, rnd, q, bin, cnt);                     \
+                bits == 8 ? qacc_body(acc, 1, CQ_RIGHT, sh, ea, 8, 0, VCLZ, rlo, rhi, q, bin, cnt)                       \
+                          : qacc_body(acc, 1, CQ_RIGHT, sh, ea, 16, 0, VCLZ, rlo, rhi, q, bin, cnt);                     \
             else                                                                                                    \
-                bits == 8 ? qacc_body(acc, 0, CQ_RIGHT, sh, ea, 8, 0, VCLZ, rnd, q, bin, cnt)                       \
-                          : qacc_body(acc, 0, CQ_RIGHT, sh, ea, 16, 0, VCLZ, rnd, q, bin, cnt);                     \
+                bits == 8 ? qacc_body(acc, 0, CQ_RIGHT, sh, ea, 8, 0, VCLZ, rlo, rhi, q, bin, cnt)                       \
+                          : qacc_body(acc, 0, CQ_RIGHT, sh, ea, 16, 0, VCLZ, rlo, rhi, q, bin, cnt);                     \
         }                                                                                                           \
     }                                                                                                               \
     TGT static void s16_##SFX(const int16_t *restrict q, int e, uint8_t *restrict bin, uint64_t *restrict cnt)     \
@@ -305,14 +392,17 @@ CQ_INLINE void s16_body(const int16_t *restrict q, int e, uint8_t *restrict bin,
 
 /* ngroups groups of CQ_GROUP counters: group g, lane j is pair p = (pair0 + 16 g + j)
  * mod 2^63 (the pair index of a 64-bit element index), counter {p, p >> 32, step, id},
- * key {seed, seed >> 32}; out[2 (16 g + j)] and out[2 (16 g + j) + 1] receive the words of
- * elements 2p and 2p + 1 exactly as dlu_sr_bits64 forms them. */
+ * key {seed, seed >> 32}. Elements 2p and 2p + 1 get, at position t = 2 (16 g + j) and
+ * t + 1, their random word split into halves exactly as dlu_sr_bits64 forms it:
+ * lo[t] = out[0], hi[t] = out[1], lo[t + 1] = out[2], hi[t + 1] = out[3]. Halves, because
+ * that is what the fp32 kernel's 32-bit lanes read, and they come out of 64-bit lanes
+ * with one blend (no permutation). */
 typedef void philox_fn(uint64_t pair0, size_t ngroups, uint32_t step, uint32_t id, uint64_t seed,
-                       uint64_t *restrict out);
+                       uint32_t *restrict lo, uint32_t *restrict hi);
 
 /* Portable: structure of arrays, one inner loop per round over the 16 lanes. */
 static void philox_portable(uint64_t pair0, size_t ngroups, uint32_t step, uint32_t id, uint64_t seed,
-                            uint64_t *restrict out)
+                            uint32_t *restrict lo, uint32_t *restrict hi)
 {
     for (size_t g = 0; g < ngroups; g++) {
         uint32_t x0[CQ_GROUP], x1[CQ_GROUP], x2[CQ_GROUP], x3[CQ_GROUP];
@@ -338,16 +428,19 @@ static void philox_portable(uint64_t pair0, size_t ngroups, uint32_t step, uint3
             }
         }
         for (int j = 0; j < CQ_GROUP; j++) {
-            out[2 * (CQ_GROUP * g + j)] = (uint64_t)x0[j] | (uint64_t)x1[j] << 32;
-            out[2 * (CQ_GROUP * g + j) + 1] = (uint64_t)x2[j] | (uint64_t)x3[j] << 32;
+            const size_t t = 2 * (CQ_GROUP * g + (size_t)j);
+            lo[t] = x0[j];
+            hi[t] = x1[j];
+            lo[t + 1] = x2[j];
+            hi[t + 1] = x3[j];
         }
     }
 }
 
 #if CQ_X86
-/* The round keys, as 64-bit lanes: the multiplies read only the low dword of a lane, so
- * the state words are kept in 64-bit lanes whose high halves hold garbage, masked at the
- * end. */
+/* The round keys. The vector versions keep each 32-bit state word in the low half of a
+ * 64-bit lane (vpmuludq multiplies exactly those); the high halves carry garbage that
+ * nothing reads: the multiplies ignore it and the final blend drops it. */
 static void round_keys(uint64_t seed, uint64_t k0[10], uint64_t k1[10])
 {
     uint32_t a = (uint32_t)seed, b = (uint32_t)(seed >> 32);
@@ -360,15 +453,14 @@ static void round_keys(uint64_t seed, uint64_t k0[10], uint64_t k1[10])
 }
 
 CQ_TGT_AVX512 static void philox_avx512(uint64_t pair0, size_t ngroups, uint32_t step, uint32_t id, uint64_t seed,
-                                        uint64_t *restrict out)
+                                        uint32_t *restrict lo, uint32_t *restrict hi)
 {
     uint64_t k0[10], k1[10];
     const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), pmask = _mm512_set1_epi64(INT64_MAX);
     const __m512i m0 = _mm512_set1_epi64(DLU_PHILOX_M0), m1 = _mm512_set1_epi64(DLU_PHILOX_M1);
-    const __m512i ilo = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0), ihi = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
 
     round_keys(seed, k0, k1);
-    for (size_t g = 0; g < ngroups; g++) {
+    for (size_t g = 0; g < ngroups; g++) { /* two vectors of 8 counters */
         const uint64_t p = pair0 + (uint64_t)(CQ_GROUP * g);
         const __m512i pa = _mm512_and_si512(_mm512_add_epi64(_mm512_set1_epi64((long long)p), lane), pmask);
         const __m512i pb = _mm512_and_si512(_mm512_add_epi64(_mm512_set1_epi64((long long)(p + 8)), lane), pmask);
@@ -387,29 +479,25 @@ CQ_TGT_AVX512 static void philox_avx512(uint64_t pair0, size_t ngroups, uint32_t
             b1 = pb1;
             b3 = pb0;
         }
-        /* even-element word x0 | x1 << 32, odd-element word x2 | x3 << 32, interleaved */
-        const __m512i ea = _mm512_mask_blend_epi32(0xAAAA, a0, _mm512_slli_epi64(a1, 32));
-        const __m512i oa = _mm512_mask_blend_epi32(0xAAAA, a2, _mm512_slli_epi64(a3, 32));
-        const __m512i eb = _mm512_mask_blend_epi32(0xAAAA, b0, _mm512_slli_epi64(b1, 32));
-        const __m512i ob = _mm512_mask_blend_epi32(0xAAAA, b2, _mm512_slli_epi64(b3, 32));
-        uint64_t *o = out + 2 * CQ_GROUP * g;
-        _mm512_storeu_si512((void *)o, _mm512_permutex2var_epi64(ea, ilo, oa));
-        _mm512_storeu_si512((void *)(o + 8), _mm512_permutex2var_epi64(ea, ihi, oa));
-        _mm512_storeu_si512((void *)(o + 16), _mm512_permutex2var_epi64(eb, ilo, ob));
-        _mm512_storeu_si512((void *)(o + 24), _mm512_permutex2var_epi64(eb, ihi, ob));
+        /* dwords x0_0 x2_0 x0_1 x2_1 ...: the low halves of elements 2p, 2p+1, 2p+2, ... */
+        uint32_t *l = lo + 2 * CQ_GROUP * g, *h = hi + 2 * CQ_GROUP * g;
+        _mm512_storeu_si512((void *)l, _mm512_mask_blend_epi32(0xAAAA, a0, _mm512_slli_epi64(a2, 32)));
+        _mm512_storeu_si512((void *)h, _mm512_mask_blend_epi32(0xAAAA, a1, _mm512_slli_epi64(a3, 32)));
+        _mm512_storeu_si512((void *)(l + 16), _mm512_mask_blend_epi32(0xAAAA, b0, _mm512_slli_epi64(b2, 32)));
+        _mm512_storeu_si512((void *)(h + 16), _mm512_mask_blend_epi32(0xAAAA, b1, _mm512_slli_epi64(b3, 32)));
     }
 }
 
 CQ_TGT_AVX2 static void philox_avx2(uint64_t pair0, size_t ngroups, uint32_t step, uint32_t id, uint64_t seed,
-                                    uint64_t *restrict out)
+                                    uint32_t *restrict lo, uint32_t *restrict hi)
 {
     uint64_t k0[10], k1[10];
     const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0), pmask = _mm256_set1_epi64x(INT64_MAX);
     const __m256i m0 = _mm256_set1_epi64x(DLU_PHILOX_M0), m1 = _mm256_set1_epi64x(DLU_PHILOX_M1);
 
     round_keys(seed, k0, k1);
-    for (size_t h = 0; h < 2 * ngroups; h++) { /* 8 counters at a time: two vectors of 4 */
-        const uint64_t p = pair0 + (uint64_t)(8 * h);
+    for (size_t v = 0; v < 2 * ngroups; v++) { /* two vectors of 4 counters */
+        const uint64_t p = pair0 + (uint64_t)(8 * v);
         const __m256i pa = _mm256_and_si256(_mm256_add_epi64(_mm256_set1_epi64x((long long)p), lane), pmask);
         const __m256i pb = _mm256_and_si256(_mm256_add_epi64(_mm256_set1_epi64x((long long)(p + 4)), lane), pmask);
         __m256i a0 = pa, a1 = _mm256_srli_epi64(pa, 32), a2 = _mm256_set1_epi64x(step), a3 = _mm256_set1_epi64x(id);
@@ -427,17 +515,11 @@ CQ_TGT_AVX2 static void philox_avx2(uint64_t pair0, size_t ngroups, uint32_t ste
             b1 = pb1;
             b3 = pb0;
         }
-        const __m256i ea = _mm256_blend_epi32(a0, _mm256_slli_epi64(a1, 32), 0xAA);
-        const __m256i oa = _mm256_blend_epi32(a2, _mm256_slli_epi64(a3, 32), 0xAA);
-        const __m256i eb = _mm256_blend_epi32(b0, _mm256_slli_epi64(b1, 32), 0xAA);
-        const __m256i ob = _mm256_blend_epi32(b2, _mm256_slli_epi64(b3, 32), 0xAA);
-        const __m256i la = _mm256_unpacklo_epi64(ea, oa), ha = _mm256_unpackhi_epi64(ea, oa); /* pairs 0,2 / 1,3 */
-        const __m256i lb = _mm256_unpacklo_epi64(eb, ob), hb = _mm256_unpackhi_epi64(eb, ob);
-        uint64_t *o = out + 16 * h;
-        _mm256_storeu_si256((__m256i *)(void *)o, _mm256_permute2x128_si256(la, ha, 0x20));
-        _mm256_storeu_si256((__m256i *)(void *)(o + 4), _mm256_permute2x128_si256(la, ha, 0x31));
-        _mm256_storeu_si256((__m256i *)(void *)(o + 8), _mm256_permute2x128_si256(lb, hb, 0x20));
-        _mm256_storeu_si256((__m256i *)(void *)(o + 12), _mm256_permute2x128_si256(lb, hb, 0x31));
+        uint32_t *l = lo + 16 * v, *h = hi + 16 * v;
+        _mm256_storeu_si256((__m256i *)(void *)l, _mm256_blend_epi32(a0, _mm256_slli_epi64(a2, 32), 0xAA));
+        _mm256_storeu_si256((__m256i *)(void *)h, _mm256_blend_epi32(a1, _mm256_slli_epi64(a3, 32), 0xAA));
+        _mm256_storeu_si256((__m256i *)(void *)(l + 8), _mm256_blend_epi32(b0, _mm256_slli_epi64(b2, 32), 0xAA));
+        _mm256_storeu_si256((__m256i *)(void *)(h + 8), _mm256_blend_epi32(b1, _mm256_slli_epi64(b3, 32), 0xAA));
     }
 }
 #endif
@@ -446,13 +528,14 @@ CQ_TGT_AVX2 static void philox_avx2(uint64_t pair0, size_t ngroups, uint32_t ste
 /* Implementations and dispatch                                                         */
 /* ------------------------------------------------------------------------------------ */
 
-typedef void qf32_fn(const float *restrict x, int e, int bits, int stoch, const uint64_t *restrict rnd,
-                     void *restrict q, uint8_t *restrict bin, uint64_t *restrict cnt);
+typedef void qf32_fn(const float *restrict x, int e, int bits, int stoch, const uint32_t *restrict rlo,
+                     const uint32_t *restrict rhi, void *restrict q, uint8_t *restrict bin, uint64_t *restrict cnt);
 typedef void qacc_fn(const void *restrict acc, int is32, int kind, int sh, int ea, int bits, int stoch,
-                     const uint64_t *restrict rnd, void *restrict q, uint8_t *restrict bin, uint64_t *restrict cnt);
+                     const uint32_t *restrict rlo, const uint32_t *restrict rhi, void *restrict q,
+                     uint8_t *restrict bin, uint64_t *restrict cnt);
 typedef void s16_fn(const int16_t *restrict q, int e, uint8_t *restrict bin, uint64_t *restrict cnt);
 
-CQ_DEFINE_KERNELS(portable, , 0)
+CQ_DEFINE_KERNELS(portable, , 1)
 #if CQ_X86
 CQ_DEFINE_KERNELS(avx2, CQ_TGT_AVX2, 0)
 CQ_DEFINE_KERNELS(avx512, CQ_TGT_AVX512, 1)
@@ -536,14 +619,21 @@ dlu_status dlu__cpu_quant_select(const char *name)
 /* Block drivers                                                                        */
 /* ------------------------------------------------------------------------------------ */
 
-/* The random words of elements idx .. idx + nb - 1 (idx mod 2^64): generated from the even
- * index at or below idx into buf (CQ_RND_WORDS); returns the word of element idx. */
-static const uint64_t *block_rnd(const cq_impl *im, uint64_t seed, uint32_t id, uint32_t step, uint64_t idx,
-                                 size_t nb, uint64_t *buf)
+/* The random words of one block, in halves. */
+typedef struct cq_rnd {
+    uint32_t lo[CQ_RND_WORDS], hi[CQ_RND_WORDS];
+    const uint32_t *plo, *phi; /* the block's first element */
+} cq_rnd;
+
+/* The random words of elements idx .. idx + nb - 1 (idx mod 2^64), generated from the even
+ * index at or below idx; rb->plo[i], rb->phi[i] are the halves of element idx + i's. */
+static void block_rnd(const cq_impl *im, uint64_t seed, uint32_t id, uint32_t step, uint64_t idx, size_t nb,
+                      cq_rnd *rb)
 {
     const size_t off = (size_t)(idx & 1u), npairs = (off + nb + 1) / 2;
-    im->philox(idx >> 1, (npairs + CQ_GROUP - 1) / CQ_GROUP, step, id, seed, buf);
-    return buf + off;
+    im->philox(idx >> 1, (npairs + CQ_GROUP - 1) / CQ_GROUP, step, id, seed, rb->lo, rb->hi);
+    rb->plo = rb->lo + off;
+    rb->phi = rb->hi + off;
 }
 
 /* Statistics being gathered by one call: four interleaved histograms (bin CQ_NONE is a
@@ -602,18 +692,18 @@ dlu_status dlu__cpu_quantize_f32(const float *x, size_t n, int e, dlu_format fmt
     const int bits = dlu_format_bits(fmt), stoch = mode == DLU_ROUND_STOCHASTIC;
     const size_t esz = dlu_format_nbytes(fmt);
     const int ec = clamp_int(e, -CQ_EXP_LIM, CQ_EXP_LIM);
-    uint64_t rbuf[CQ_RND_WORDS];
+    cq_rnd rb; /* filled per block in stochastic mode */
     float xpad[CQ_B];
     int16_t qpad[CQ_B];
     uint8_t bin[CQ_B];
     cq_acc a;
 
+    rb.plo = rb.phi = NULL;
     acc_init(&a);
     for (size_t b0 = 0; b0 < n; b0 += CQ_B) {
         const size_t nb = n - b0 < CQ_B ? n - b0 : CQ_B;
         const float *xb = x + b0;
         void *qb = (uint8_t *)q_out + b0 * esz;
-        const uint64_t *rnd = NULL;
         if (nb < CQ_B) { /* the last block: pad with +0, write to the side */
             memcpy(xpad, xb, nb * sizeof *xpad);
             memset(xpad + nb, 0, (CQ_B - nb) * sizeof *xpad);
@@ -622,8 +712,8 @@ dlu_status dlu__cpu_quantize_f32(const float *x, size_t n, int e, dlu_format fmt
             qb = qpad;
         }
         if (stoch)
-            rnd = block_rnd(im, seed, id, step, (uint64_t)index_base + b0, nb, rbuf);
-        im->qf32(xb, ec, bits, stoch, rnd, qb, bin, a.cnt);
+            block_rnd(im, seed, id, step, (uint64_t)index_base + b0, nb, &rb);
+        im->qf32(xb, ec, bits, stoch, rb.plo, rb.phi, qb, bin, a.cnt);
         if (nb < CQ_B)
             memcpy((uint8_t *)q_out + b0 * esz, qpad, nb * esz);
         if (st)
@@ -646,25 +736,27 @@ static dlu_status requant(const void *acc, int is32, size_t n, int ea, int eo, d
     const int kind = s > 0 ? CQ_RIGHT : CQ_LEFT, sh = s > 0 ? s : -s;
     const int fast = sh <= 63;
     const int eac = clamp_int(ea, -CQ_EXP_LIM, CQ_EXP_LIM);
-    uint64_t rbuf[CQ_RND_WORDS];
+    cq_rnd rb; /* filled per block in stochastic mode */
     int64_t apad[CQ_B];
     int16_t qpad[CQ_B];
     uint8_t bin[CQ_B];
     cq_acc a;
 
+    rb.plo = rb.phi = NULL;
     acc_init(&a);
     for (size_t b0 = 0; b0 < n; b0 += CQ_B) {
         const size_t nb = n - b0 < CQ_B ? n - b0 : CQ_B;
         const void *ab = (const uint8_t *)acc + b0 * asz;
         void *qb = q_out ? (void *)((uint8_t *)q_out + b0 * esz) : (void *)qpad;
-        const uint64_t *rnd = NULL;
-        if (stoch && kind == CQ_RIGHT)
-            rnd = block_rnd(im, seed, id, step, (uint64_t)index_base + b0, nb, rbuf);
+        const int draws = stoch && kind == CQ_RIGHT; /* left shifts are exact: no random bits */
+        if (draws)
+            block_rnd(im, seed, id, step, (uint64_t)index_base + b0, nb, &rb);
         if (!fast) { /* shifts of 64 bits or more: the reference, element by element */
             for (size_t i = 0; i < nb; i++) {
                 const int64_t v = is32 ? (int64_t)((const int32_t *)ab)[i] : ((const int64_t *)ab)[i];
                 uint32_t info;
-                const int32_t r = dlu_dfp_requantize(v, ea, eo, bits, mode, rnd ? rnd[i] : 0, &info);
+                const uint64_t rnd = draws ? (uint64_t)rb.phi[i] << 32 | rb.plo[i] : 0;
+                const int32_t r = dlu_dfp_requantize(v, ea, eo, bits, mode, rnd, &info);
                 if (q_out && bits == 8)
                     ((int8_t *)qb)[i] = (int8_t)r;
                 else if (q_out)
@@ -683,7 +775,7 @@ static dlu_status requant(const void *acc, int is32, size_t n, int ea, int eo, d
             ab = apad;
             qb = qpad;
         }
-        im->qacc(ab, is32, kind, sh, eac, bits, stoch, rnd, qb, bin, a.cnt);
+        im->qacc(ab, is32, kind, sh, eac, bits, stoch, rb.plo, rb.phi, qb, bin, a.cnt);
         if (nb < CQ_B && q_out)
             memcpy((uint8_t *)q_out + b0 * esz, qpad, nb * esz);
         if (st)
@@ -772,9 +864,11 @@ void dlu__cpu_stats_q(const void *q, size_t n, int e, dlu_format fmt, dlu_stats 
 void dlu__cpu_sr_bits64(uint64_t seed, uint32_t id, uint32_t step, uint64_t index0, size_t n, uint64_t *out)
 {
     const cq_impl *im = current();
-    uint64_t buf[CQ_RND_WORDS];
+    cq_rnd rb;
     for (size_t b0 = 0; b0 < n; b0 += CQ_B) {
         const size_t nb = n - b0 < CQ_B ? n - b0 : CQ_B;
-        memcpy(out + b0, block_rnd(im, seed, id, step, index0 + b0, nb, buf), nb * sizeof *out);
+        block_rnd(im, seed, id, step, index0 + b0, nb, &rb);
+        for (size_t i = 0; i < nb; i++)
+            out[b0 + i] = (uint64_t)rb.phi[i] << 32 | rb.plo[i];
     }
 }
