@@ -59,21 +59,43 @@ static inline int32_t qld(const void *p, int w, size_t i)
     return w ? ((const int16_t *)p)[i] : ((const int8_t *)p)[i];
 }
 
-/* dst (cols, rows) = src (rows, cols)^T for an i8 or i16 matrix. */
+/* dst (cols, rows) = src (rows, cols)^T for an i8 or i16 matrix, in 32 x 32 tiles so that
+ * both sides stay in cache. */
+#define QTRANSPOSE(T)                                                                            \
+    static void qtranspose_##T(const T *s, int rows, int cols, T *d)                             \
+    {                                                                                            \
+        for (int r0 = 0; r0 < rows; r0 += 32)                                                    \
+            for (int c0 = 0; c0 < cols; c0 += 32) {                                              \
+                const int r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols; \
+                for (int r = r0; r < r1; r++)                                                    \
+                    for (int c = c0; c < c1; c++)                                                \
+                        d[(size_t)c * rows + r] = s[(size_t)r * cols + c];                       \
+            }                                                                                    \
+    }
+QTRANSPOSE(int8_t)
+QTRANSPOSE(int16_t)
+
 static void qtranspose(const void *src, int w, int rows, int cols, void *dst)
 {
-    if (w) {
-        const int16_t *s = src;
-        int16_t *d = dst;
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++)
-                d[(size_t)c * rows + r] = s[(size_t)r * cols + c];
-    } else {
-        const int8_t *s = src;
-        int8_t *d = dst;
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++)
-                d[(size_t)c * rows + r] = s[(size_t)r * cols + c];
+    if (w)
+        qtranspose_int16_t(src, rows, cols, dst);
+    else
+        qtranspose_int8_t(src, rows, cols, dst);
+}
+
+/* sum[j] += m[i][j] over the rows of an i8 or i16 matrix (rows, cols), exact in int64. */
+static void qcolsum(const void *m, int w, size_t rows, size_t cols, int64_t *sum)
+{
+    for (size_t i = 0; i < rows; i++) {
+        if (w) {
+            const int16_t *r = (const int16_t *)m + i * cols;
+            for (size_t j = 0; j < cols; j++)
+                sum[j] += r[j];
+        } else {
+            const int8_t *r = (const int8_t *)m + i * cols;
+            for (size_t j = 0; j < cols; j++)
+                sum[j] += r[j];
+        }
     }
 }
 
@@ -225,11 +247,13 @@ dlu_status dlu__cpu_linear_fwd_dfp(dlu_backend *be, const dlu__op_args *a)
     const int ea = a->x->exp + a->wq->exp;
     if (a->b) {
         const float *b = CF32(a->b);
-        for (int j = 0; j < out; j++) {
-            const int64_t bj = dlu_bias_to_acc(b[j], ea);
-            for (int i = 0; i < n; i++)
-                acc[(size_t)i * out + j] = dlu_add_sat_i64(acc[(size_t)i * out + j], bj);
-        }
+        int64_t *bacc;
+        TAKE(&ar, bacc, out);
+        for (int j = 0; j < out; j++)
+            bacc[j] = dlu_bias_to_acc(b[j], ea);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < out; j++)
+                acc[(size_t)i * out + j] = dlu_add_sat_i64(acc[(size_t)i * out + j], bacc[j]);
     }
     return requant_site(a->qy, acc, (size_t)n * out, ea, a->y, a->seed, a->step);
 }
@@ -263,11 +287,8 @@ dlu_status dlu__cpu_linear_bwd_dfp(dlu_backend *be, const dlu__op_args *a)
     if (a->db) {
         int64_t *bacc;
         TAKE(&ar, bacc, out);
-        for (int j = 0; j < out; j++)
-            bacc[j] = 0;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < out; j++)
-                bacc[j] += qld(dy->data, wide(dy), (size_t)i * out + j);
+        memset(bacc, 0, (size_t)out * sizeof *bacc);
+        qcolsum(dy->data, wide(dy), (size_t)n, (size_t)out, bacc);
         DLU__TRY(grad_site(a->qdb, bacc, (size_t)out, dy->exp, F32(a->db), a->seed, a->step, ar));
     }
     return DLU_OK;
@@ -501,14 +522,23 @@ dlu_status dlu__cpu_relu_bwd_dfp(dlu_backend *be, const dlu__op_args *a)
     if (!a->dx)
         return DLU_OK;
     const size_t n = (size_t)a->n * a->l->out_size;
-    const int wy = wide(a->y), wd = wide(a->dy);
-    for (size_t i = 0; i < n; i++) {
-        int32_t v = qld(a->y->data, wy, i) > 0 ? qld(a->dy->data, wd, i) : 0;
-        if (wd)
-            ((int16_t *)a->dx->data)[i] = (int16_t)v;
-        else
-            ((int8_t *)a->dx->data)[i] = (int8_t)v;
-    }
+#define RELU_BWD(TY, TD)                                                   \
+    do {                                                                   \
+        const TY *y = a->y->data;                                          \
+        const TD *dy = a->dy->data;                                        \
+        TD *dx = a->dx->data;                                              \
+        for (size_t i = 0; i < n; i++)                                     \
+            dx[i] = y[i] > 0 ? dy[i] : 0;                                  \
+    } while (0)
+    if (wide(a->y) && wide(a->dy))
+        RELU_BWD(int16_t, int16_t);
+    else if (wide(a->y))
+        RELU_BWD(int16_t, int8_t);
+    else if (wide(a->dy))
+        RELU_BWD(int8_t, int16_t);
+    else
+        RELU_BWD(int8_t, int8_t);
+#undef RELU_BWD
     a->dx->exp = a->dy->exp;
     stats_inherit(a->qdx, a->dx, n);
     return DLU_OK;
