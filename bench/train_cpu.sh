@@ -1,6 +1,7 @@
 #!/bin/sh
-# train_cpu.sh -- CPU training benchmark: samples/s of mlp and cnn in fp32 and the share of
-# each step spent inside BLAS, beside PyTorch eager measured in the same run.
+# train_cpu.sh -- CPU training benchmark: samples/s of mlp and cnn in fp32, dfp16 and dfp8,
+# and the share of each fp32 step spent inside BLAS, beside PyTorch eager (fp32) measured
+# in the same run.
 #
 #   bench/train_cpu.sh [STEPS]        (default 200 steps per net, batch 128, 2 threads)
 #
@@ -31,28 +32,32 @@ echo
 echo "Machine: $cpu, $(nproc) cores; host $host. dlu $(./dlu --version | awk '{print $3}'), $threads threads,"
 echo "batch 128, SGD momentum 0.9, lr 0.05, $steps steps per net (no evaluation in the timed loop)."
 echo
-echo "| net | dlu fp32 samples/s | share of step in BLAS | PyTorch eager samples/s | dlu / PyTorch |"
-echo "|---|---|---|---|---|"
+echo "| net | format | dlu samples/s | share of step in BLAS | PyTorch eager fp32 samples/s | dlu / PyTorch |"
+echo "|---|---|---|---|---|---|"
 } > "$tmp/table"
 
 for net in mlp cnn; do
-    ./dlu train --net examples/nets/$net.net --max-steps "$steps" --threads "$threads" --no-eval --quiet \
-        --json "$tmp/$net.json" > /dev/null
-    sps=$(json_get "$tmp/$net.json" samples_per_second)
-    share=$(json_get "$tmp/$net.json" gemm_share)
     peer="n/a"
-    ratio="n/a"
     if [ -x "$venv/bin/python" ]; then
         "$venv/bin/python" bench/peers/torch_train.py --net $net --max-steps "$steps" --threads "$threads" \
             > "$tmp/$net.torch" 2>&1 || true
         peer=$(tail -n 1 "$tmp/$net.torch" | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['train_samples_per_second'])" 2>/dev/null || echo "n/a")
     fi
-    if [ "$peer" != "n/a" ]; then
-        ratio=$(python3 -c "print('%.2f' % ($sps / $peer))")
-        peer=$(python3 -c "print('%.0f' % $peer)")
-    fi
-    printf '| %s | %.0f | %.1f%% | %s | %s |\n' "$net" "$sps" "$(python3 -c "print($share*100)")" "$peer" "$ratio" \
-        >> "$tmp/table"
+    for fmt in fp32 dfp16 dfp8; do
+        ./dlu train --net examples/nets/$net.net --max-steps "$steps" --threads "$threads" --no-eval --quiet \
+            --format $fmt --json "$tmp/$net-$fmt.json" > /dev/null
+        sps=$(json_get "$tmp/$net-$fmt.json" samples_per_second)
+        share=$(json_get "$tmp/$net-$fmt.json" gemm_share)
+        ratio="n/a"
+        peerc="n/a"
+        if [ "$peer" != "n/a" ]; then
+            ratio=$(python3 -c "print('%.2f' % ($sps / $peer))")
+            peerc=$(python3 -c "print('%.0f' % $peer)")
+        fi
+        sharec=$(python3 -c "print('%.1f%%' % ($share * 100))")
+        [ "$fmt" = fp32 ] || sharec="(integer GEMM)"
+        printf '| %s | %s | %.0f | %s | %s | %s |\n' "$net" "$fmt" "$sps" "$sharec" "$peerc" "$ratio" >> "$tmp/table"
+    done
 done
 cat "$tmp/table"
 cp "$tmp/table" "$out"
