@@ -145,6 +145,64 @@ static dlu_status qgemm_nt(int M, int N, int K, const void *A, int wa, const voi
     return DLU_OK;
 }
 
+/* ---- element-wise quantization on both cores --------------------------------------------- */
+
+/* The fast quantizers (cpu_quant.c) over [0, n) split into contiguous parts, one task each
+ * on the GEMM thread pool. Every element keeps its global index in the stochastic-rounding
+ * stream, and the parts' statistics are summed, so the result is the same bits as one
+ * call, whatever the thread count. Small tensors run in one call. */
+#define PAR_PARTS 8
+#define PAR_MIN 65536
+
+typedef struct par_q {
+    const void *src;     /* float or int64 */
+    int is_f32;
+    size_t n, part;
+    int ea, eo;          /* acc: exponents; f32: eo is the exponent */
+    dlu_format fmt;
+    dlu_round mode;
+    uint64_t seed;
+    uint32_t id, step;
+    void *out;
+    dlu_stats st[PAR_PARTS];
+    dlu_status rc[PAR_PARTS];
+} par_q;
+
+static void par_q_task(void *ctx, int t)
+{
+    par_q *p = ctx;
+    const size_t lo = (size_t)t * p->part, hi = lo + p->part < p->n ? lo + p->part : p->n;
+    uint8_t *out = (uint8_t *)p->out + lo * dlu_format_nbytes(p->fmt);
+    dlu_stats_clear(&p->st[t]);
+    p->rc[t] = p->is_f32 ? dlu__cpu_quantize_f32((const float *)p->src + lo, hi - lo, p->eo, p->fmt, p->mode, p->seed,
+                                                 p->id, p->step, lo, out, &p->st[t])
+                         : dlu__cpu_requantize_acc64((const int64_t *)p->src + lo, hi - lo, p->ea, p->eo, p->fmt,
+                                                     p->mode, p->seed, p->id, p->step, lo, out, &p->st[t]);
+}
+
+static dlu_status par_quant(const void *src, int is_f32, size_t n, int ea, int eo, dlu_format fmt, dlu_round mode,
+                            uint64_t seed, uint32_t id, uint32_t step, void *out, dlu_stats *st)
+{
+    int parts = dlu__cpu_pool_threads();
+    if (parts > PAR_PARTS)
+        parts = PAR_PARTS;
+    if (n < PAR_MIN || parts < 2)
+        return is_f32 ? dlu__cpu_quantize_f32(src, n, eo, fmt, mode, seed, id, step, 0, out, st)
+                      : dlu__cpu_requantize_acc64(src, n, ea, eo, fmt, mode, seed, id, step, 0, out, st);
+    par_q p = {.src = src, .is_f32 = is_f32, .n = n, .ea = ea, .eo = eo, .fmt = fmt, .mode = mode, .seed = seed,
+               .id = id, .step = step, .out = out};
+    p.part = ((n + (size_t)parts - 1) / (size_t)parts + 255) & ~(size_t)255; /* whole 256-element blocks */
+    parts = (int)((n + p.part - 1) / p.part);
+    dlu__cpu_parallel_for(parts, par_q_task, &p);
+    for (int t = 0; t < parts; t++) {
+        if (p.rc[t] != DLU_OK)
+            return p.rc[t];
+        if (st)
+            dlu_stats_merge(st, &p.st[t]);
+    }
+    return DLU_OK;
+}
+
 /* ---- producing a site's tensor --------------------------------------------------------- */
 
 /* Requantize n exact accumulators (exponent ea) into out at the site's exponent. On the
@@ -156,12 +214,12 @@ static dlu_status requant_site(dlu__qsite *q, const int64_t *acc, size_t n, int 
     const dlu_stats *prep = NULL;
     if (q->scale && !dlu_scale_calibrated(q->scale)) {
         dlu_stats_clear(&pre);
-        DLU__TRY(dlu__cpu_requantize_acc64(acc, n, ea, ea, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, 0, out->data, &pre));
+        DLU__TRY(par_quant(acc, 0, n, ea, ea, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, out->data, &pre));
         prep = &pre;
     }
     const int eo = q->scale ? dlu__site_exp(q, prep) : ea;
     dlu_stats_clear(&q->stats);
-    DLU__TRY(dlu__cpu_requantize_acc64(acc, n, ea, eo, q->fmt, q->round, seed, q->id, step, 0, out->data, &q->stats));
+    DLU__TRY(par_quant(acc, 0, n, ea, eo, q->fmt, q->round, seed, q->id, step, out->data, &q->stats));
     q->exp = eo;
     out->exp = eo;
     return DLU_OK;
@@ -174,12 +232,12 @@ static dlu_status quant_site(dlu__qsite *q, const float *x, size_t n, dlu_tensor
     const dlu_stats *prep = NULL;
     if (q->scale && !dlu_scale_calibrated(q->scale)) {
         dlu_stats_clear(&pre);
-        DLU__TRY(dlu__cpu_quantize_f32(x, n, 0, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, 0, out->data, &pre));
+        DLU__TRY(par_quant(x, 1, n, 0, 0, q->fmt, DLU_ROUND_NEAREST, 0, 0, 0, out->data, &pre));
         prep = &pre;
     }
     const int e = dlu__site_exp(q, prep);
     dlu_stats_clear(&q->stats);
-    DLU__TRY(dlu__cpu_quantize_f32(x, n, e, q->fmt, q->round, seed, q->id, step, 0, out->data, &q->stats));
+    DLU__TRY(par_quant(x, 1, n, 0, e, q->fmt, q->round, seed, q->id, step, out->data, &q->stats));
     out->exp = e;
     return DLU_OK;
 }
@@ -397,44 +455,85 @@ static void qcol2im(const int64_t *dcol, size_t ld, const dlu__layer *l, int64_t
     }
 }
 
+/* Unfold one sample (i8 or i16) into rows (Ho*Wo, ckk): row p = output position, column
+ * r = (c, ky, kx); padding reads 0. Each (c, ky) is a run of k consecutive columns read
+ * from one input row, so the forward GEMM's K-contiguous operand needs no transpose. */
+#define QIM2ROW(T)                                                                                             \
+    static void qim2row_##T(const T *x, const dlu__layer *l, T *rows)                                          \
+    {                                                                                                          \
+        const int C = l->in_c, H = l->in_h, W = l->in_w, k = l->kernel, st = l->stride, pad = l->pad;         \
+        const int Ho = l->out_h, Wo = l->out_w, ckk = C * k * k;                                               \
+        for (int oy = 0; oy < Ho; oy++)                                                                        \
+            for (int ox = 0; ox < Wo; ox++) {                                                                  \
+                T *dst = rows + ((size_t)oy * Wo + ox) * ckk;                                                  \
+                const int ix0 = ox * st - pad;                                                                 \
+                for (int c = 0; c < C; c++)                                                                    \
+                    for (int ky = 0; ky < k; ky++, dst += k) {                                                 \
+                        const int iy = oy * st - pad + ky;                                                     \
+                        if (iy < 0 || iy >= H) {                                                               \
+                            memset(dst, 0, (size_t)k * sizeof *dst);                                          \
+                            continue;                                                                          \
+                        }                                                                                      \
+                        const T *src = x + ((size_t)c * H + iy) * W;                                           \
+                        for (int kx = 0; kx < k; kx++)                                                         \
+                            dst[kx] = (ix0 + kx >= 0 && ix0 + kx < W) ? src[ix0 + kx] : 0;                     \
+                    }                                                                                          \
+            }                                                                                                  \
+    }
+QIM2ROW(int8_t)
+QIM2ROW(int16_t)
+
+/* conv2d forward: per chunk of samples one exact GEMM cacc (F, g*HW) = wq (F, ckk) *
+ * rows (g*HW, ckk)^T, scattered into the (n, F, HW) accumulator with the bias added on the
+ * way; then one requantization of the whole output. */
 dlu_status dlu__cpu_conv2d_fwd_dfp(dlu_backend *be, const dlu__op_args *a)
 {
     const dlu__layer *l = a->l;
     const int F = l->out_c, HW = l->out_h * l->out_w, ckk = l->in_c * l->kernel * l->kernel;
-    const int G = qconv_chunk(l, a->n), wx = wide(a->x);
+    const int G = qconv_chunk(l, a->n), wx = wide(a->x), ww = wide(a->wq);
+    const int s8 = !wx && !ww && ckk <= DLU_IGEMM_S8_KMAX;
     arena ar = {a->ws, conv_ws(l, (size_t)a->n)};
     DLU__TRY(quant_site(a->qw, CF32(a->w), (size_t)F * ckk, a->wq, a->seed, a->step));
     const int ea = a->x->exp + a->wq->exp;
-    int64_t *acc, *cacc;
-    uint8_t *rows, *col;
+    int64_t *acc, *cacc, *bacc;
+    uint8_t *rows;
     const size_t bx = wx ? 2 : 1;
     TAKE(&ar, acc, (size_t)a->n * l->out_size);
     TAKE(&ar, rows, (size_t)G * HW * ckk * bx);
-    TAKE(&ar, col, (size_t)G * HW * ckk * bx);
-    TAKE(&ar, cacc, (size_t)F * G * HW);
+    TAKE(&ar, cacc, (size_t)F * G * HW); /* int64, or int32 on the dfp8 path */
+    TAKE(&ar, bacc, F);
+    for (int f = 0; f < F; f++)
+        bacc[f] = a->b ? dlu_bias_to_acc(CF32(a->b)[f], ea) : 0;
     for (int i0 = 0; i0 < a->n; i0 += G) {
         const int g = a->n - i0 < G ? a->n - i0 : G;
-        for (int s = 0; s < g; s++)
-            qim2col((const uint8_t *)a->x->data + (size_t)(i0 + s) * l->in_size * bx, wx, l, col + (size_t)s * HW * bx,
-                    (size_t)g * HW);
-        qtranspose(col, wx, ckk, g * HW, rows); /* rows (g*HW, ckk) */
-        /* cacc (F, g*HW) = wq (F, ckk) * rows (g*HW, ckk)^T */
-        DLU__TRY(qgemm_nt(F, g * HW, ckk, a->wq->data, wide(a->wq), rows, wx, cacc, 0, ar));
-        for (int s = 0; s < g; s++)
-            for (int f = 0; f < F; f++)
-                memcpy(acc + (size_t)(i0 + s) * l->out_size + (size_t)f * HW, cacc + (size_t)f * g * HW + (size_t)s * HW,
-                       (size_t)HW * sizeof *acc);
-    }
-    if (a->b) {
-        const float *b = CF32(a->b);
-        for (int f = 0; f < F; f++) {
-            const int64_t bf = dlu_bias_to_acc(b[f], ea);
-            for (int i = 0; i < a->n; i++)
-                for (int p = 0; p < HW; p++) {
-                    int64_t *v = acc + (size_t)i * l->out_size + (size_t)f * HW + p;
-                    *v = dlu_add_sat_i64(*v, bf);
-                }
+        for (int s = 0; s < g; s++) {
+            const uint8_t *x = (const uint8_t *)a->x->data + (size_t)(i0 + s) * l->in_size * bx;
+            uint8_t *r = rows + (size_t)s * HW * ckk * bx;
+            if (wx)
+                qim2row_int16_t((const int16_t *)x, l, (int16_t *)r);
+            else
+                qim2row_int8_t((const int8_t *)x, l, (int8_t *)r);
         }
+        const size_t ld = (size_t)g * HW;
+        if (s8)
+            DLU__TRY(dlu__igemm_s8_nt(F, g * HW, ckk, a->wq->data, ckk, (const int8_t *)rows, ckk, (int32_t *)cacc,
+                                      g * HW));
+        else
+            DLU__TRY(qgemm_nt(F, g * HW, ckk, a->wq->data, ww, rows, wx, cacc, 0, ar));
+        for (int s = 0; s < g; s++)
+            for (int f = 0; f < F; f++) {
+                int64_t *dst = acc + (size_t)(i0 + s) * l->out_size + (size_t)f * HW;
+                const size_t off = (size_t)f * ld + (size_t)s * HW;
+                if (s8) {
+                    const int32_t *src = (const int32_t *)cacc + off;
+                    for (int p = 0; p < HW; p++)
+                        dst[p] = dlu_add_sat_i64(src[p], bacc[f]);
+                } else {
+                    const int64_t *src = cacc + off;
+                    for (int p = 0; p < HW; p++)
+                        dst[p] = dlu_add_sat_i64(src[p], bacc[f]);
+                }
+            }
     }
     return requant_site(a->qy, acc, (size_t)a->n * l->out_size, ea, a->y, a->seed, a->step);
 }
@@ -572,46 +671,53 @@ static size_t pool_ws(const dlu__layer *l, size_t n)
     return n * (size_t)(l->in_size > l->out_size ? l->in_size : l->out_size) * 8 + 64;
 }
 
+#define QMAXPOOL(T)                                                                                            \
+    static void qmaxpool_##T(const dlu__layer *l, int planes, const T *x, T *y, int32_t *arg)                    \
+    {                                                                                                          \
+        const int H = l->in_h, W = l->in_w, Ho = l->out_h, Wo = l->out_w, k = l->kernel, s = l->stride;        \
+        const int p = l->pad;                                                                                  \
+        for (int pl = 0; pl < planes; pl++) {                                                                  \
+            const T *xp = x + (size_t)pl * H * W;                                                              \
+            for (int oy = 0; oy < Ho; oy++)                                                                    \
+                for (int ox = 0; ox < Wo; ox++) {                                                              \
+                    int32_t best = 0, bi = -1;                                                                 \
+                    for (int ky = 0; ky < k; ky++) {                                                           \
+                        const int iy = oy * s - p + ky;                                                        \
+                        if (iy < 0 || iy >= H)                                                                 \
+                            continue;                                                                          \
+                        for (int kx = 0; kx < k; kx++) {                                                       \
+                            const int ix = ox * s - p + kx;                                                    \
+                            if (ix < 0 || ix >= W)                                                             \
+                                continue;                                                                      \
+                            const int32_t v = xp[iy * W + ix];                                                 \
+                            if (bi < 0 || v > best) {                                                          \
+                                best = v;                                                                      \
+                                bi = iy * W + ix;                                                              \
+                            }                                                                                  \
+                        }                                                                                      \
+                    }                                                                                          \
+                    const size_t o = ((size_t)pl * Ho + oy) * Wo + ox;                                         \
+                    y[o] = (T)best;                                                                            \
+                    arg[o] = bi;                                                                               \
+                }                                                                                              \
+        }                                                                                                      \
+    }
+QMAXPOOL(int8_t)
+QMAXPOOL(int16_t)
+
 /* maxpool: the same winner rule as fp32 (first maximum in row-major window order; padded
  * cells never win); output keeps the input's exponent. Backward sums the gradients that
  * land on one input (overlapping windows) exactly, then saturates to the format at dy's
  * exponent (overflow counted in the statistics). */
 dlu_status dlu__cpu_maxpool_fwd_dfp(dlu_backend *be, const dlu__op_args *a)
 {
-    const dlu__layer *l = a->l;
-    const int H = l->in_h, W = l->in_w, Ho = l->out_h, Wo = l->out_w, k = l->kernel, s = l->stride, p = l->pad;
-    const int planes = a->n * l->in_c, w = wide(a->x);
-    int32_t *arg = a->aux->data;
-    for (int pl = 0; pl < planes; pl++) {
-        const size_t xo = (size_t)pl * H * W;
-        for (int oy = 0; oy < Ho; oy++)
-            for (int ox = 0; ox < Wo; ox++) {
-                int32_t best = 0, bi = -1;
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = oy * s - p + ky;
-                    if (iy < 0 || iy >= H)
-                        continue;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = ox * s - p + kx;
-                        if (ix < 0 || ix >= W)
-                            continue;
-                        int32_t v = qld(a->x->data, w, xo + (size_t)iy * W + ix);
-                        if (bi < 0 || v > best) {
-                            best = v;
-                            bi = iy * W + ix;
-                        }
-                    }
-                }
-                size_t o = ((size_t)pl * Ho + oy) * Wo + ox;
-                if (w)
-                    ((int16_t *)a->y->data)[o] = (int16_t)best;
-                else
-                    ((int8_t *)a->y->data)[o] = (int8_t)best;
-                arg[o] = bi;
-            }
-    }
+    const int planes = a->n * a->l->in_c;
+    if (wide(a->x))
+        qmaxpool_int16_t(a->l, planes, a->x->data, a->y->data, a->aux->data);
+    else
+        qmaxpool_int8_t(a->l, planes, a->x->data, a->y->data, a->aux->data);
     a->y->exp = a->x->exp;
-    stats_inherit(a->qy, a->y, (size_t)a->n * l->out_size);
+    stats_inherit(a->qy, a->y, (size_t)a->n * a->l->out_size);
     return DLU_OK;
 }
 

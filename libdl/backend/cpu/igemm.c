@@ -323,6 +323,31 @@ static void run_parallel(pool_fn fn, void *arg, int nthreads)
     fn(arg);
 }
 
+/* A parallel loop over task indices on the same pool (for element-wise work of the DFP
+ * kernels): each index runs exactly once, on some thread. */
+typedef struct par_loop {
+    void (*task)(void *ctx, int i);
+    void *ctx;
+    int ntasks;
+    atomic_int next;
+} par_loop;
+
+static void par_loop_fn(void *arg)
+{
+    par_loop *pl = arg;
+    for (int i; (i = atomic_fetch_add(&pl->next, 1)) < pl->ntasks;)
+        pl->task(pl->ctx, i);
+}
+
+void dlu__cpu_parallel_for(int ntasks, void (*task)(void *ctx, int i), void *ctx)
+{
+    par_loop pl = {task, ctx, ntasks, 0};
+    const int t = threads_wanted();
+    run_parallel(par_loop_fn, &pl, t < ntasks ? t : ntasks);
+}
+
+int dlu__cpu_pool_threads(void) { return threads_wanted(); }
+
 /* ------------------------------------------------------------------------------------ */
 /* Jobs                                                                                 */
 /* ------------------------------------------------------------------------------------ */

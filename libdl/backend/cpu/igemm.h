@@ -79,6 +79,14 @@ dlu_status dlu__igemm_select(const char *name);
  * Results do not depend on it. Small GEMMs run on the calling thread only. */
 int dlu__igemm_set_threads(int n);
 
+/* Run task(ctx, i) for every i in [0, ntasks) on the GEMM's thread pool, each index once
+ * on some thread; returns when all have returned. Tasks must write disjoint outputs (the
+ * caller combines per-task results in a fixed order, so results never depend on which
+ * thread ran what). */
+void dlu__cpu_parallel_for(int ntasks, void (*task)(void *ctx, int i), void *ctx);
+/* Threads the pool uses (dlu__igemm_set_threads). */
+int dlu__cpu_pool_threads(void);
+
 #ifdef __cplusplus
 }
 #endif
