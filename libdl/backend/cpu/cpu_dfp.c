@@ -116,8 +116,12 @@ static dlu_status qgemm_nt(int M, int N, int K, const void *A, int wa, const voi
         int32_t *c32;
         TAKE(&ar, c32, mn);
         DLU__TRY(dlu__igemm_s8_nt(M, N, K, A, K, B, K, c32, N));
-        for (size_t i = 0; i < mn; i++)
-            C[i] = acc ? C[i] + c32[i] : c32[i];
+        if (acc)
+            for (size_t i = 0; i < mn; i++)
+                C[i] += c32[i];
+        else
+            for (size_t i = 0; i < mn; i++)
+                C[i] = c32[i];
         return DLU_OK;
     }
     const int16_t *a16 = A, *b16 = B;
@@ -524,14 +528,20 @@ dlu_status dlu__cpu_conv2d_fwd_dfp(dlu_backend *be, const dlu__op_args *a)
             for (int f = 0; f < F; f++) {
                 int64_t *dst = acc + (size_t)(i0 + s) * l->out_size + (size_t)f * HW;
                 const size_t off = (size_t)f * ld + (size_t)s * HW;
-                if (s8) {
+                const int64_t b = bacc[f];
+                if (s8 && b > -((int64_t)1 << 62) && b < ((int64_t)1 << 62)) {
+                    /* an int32 plus such a bias cannot overflow: the saturating add is a plain add */
                     const int32_t *src = (const int32_t *)cacc + off;
                     for (int p = 0; p < HW; p++)
-                        dst[p] = dlu_add_sat_i64(src[p], bacc[f]);
+                        dst[p] = src[p] + b;
+                } else if (s8) {
+                    const int32_t *src = (const int32_t *)cacc + off;
+                    for (int p = 0; p < HW; p++)
+                        dst[p] = dlu_add_sat_i64(src[p], b);
                 } else {
                     const int64_t *src = cacc + off;
                     for (int p = 0; p < HW; p++)
-                        dst[p] = dlu_add_sat_i64(src[p], bacc[f]);
+                        dst[p] = dlu_add_sat_i64(src[p], b);
                 }
             }
     }
@@ -567,9 +577,16 @@ dlu_status dlu__cpu_conv2d_bwd_dfp(dlu_backend *be, const dlu__op_args *a)
                 memcpy(dyt + ((size_t)f * ghw + (size_t)s * HW) * bd,
                        (const uint8_t *)a->dy->data + ((size_t)(i0 + s) * l->out_size + (size_t)f * HW) * bd,
                        (size_t)HW * bd);
-        for (int f = 0; f < F; f++)
-            for (int p = 0; p < ghw; p++)
-                bacc[f] += qld(dyt, wd, (size_t)f * ghw + p);
+        for (int f = 0; f < F; f++) {
+            int64_t sum = 0;
+            if (wd)
+                for (int p = 0; p < ghw; p++)
+                    sum += ((const int16_t *)dyt)[(size_t)f * ghw + p];
+            else
+                for (int p = 0; p < ghw; p++)
+                    sum += ((const int8_t *)dyt)[(size_t)f * ghw + p];
+            bacc[f] += sum;
+        }
         /* dW (F, ckk) += dyt (F, g*HW) * col (ckk, g*HW)^T */
         for (int s = 0; s < g; s++)
             qim2col((const uint8_t *)a->x->data + (size_t)(i0 + s) * l->in_size * bx, wx, l, col + (size_t)s * HW * bx,
@@ -676,11 +693,24 @@ static size_t pool_ws(const dlu__layer *l, size_t n)
     {                                                                                                          \
         const int H = l->in_h, W = l->in_w, Ho = l->out_h, Wo = l->out_w, k = l->kernel, s = l->stride;        \
         const int p = l->pad;                                                                                  \
+        const int inside = p == 0 && (Ho - 1) * s + k <= H && (Wo - 1) * s + k <= W;                           \
         for (int pl = 0; pl < planes; pl++) {                                                                  \
             const T *xp = x + (size_t)pl * H * W;                                                              \
             for (int oy = 0; oy < Ho; oy++)                                                                    \
                 for (int ox = 0; ox < Wo; ox++) {                                                              \
                     int32_t best = 0, bi = -1;                                                                 \
+                    if (inside) { /* the window lies inside the plane: no bounds checks */                     \
+                        const int y0 = oy * s, x0 = ox * s;                                                    \
+                        best = xp[y0 * W + x0], bi = y0 * W + x0;                                              \
+                        for (int ky = 0; ky < k; ky++)                                                         \
+                            for (int kx = 0; kx < k; kx++) {                                                   \
+                                const int32_t v = xp[(y0 + ky) * W + x0 + kx];                                 \
+                                if (v > best) {                                                                \
+                                    best = v;                                                                  \
+                                    bi = (y0 + ky) * W + x0 + kx;                                              \
+                                }                                                                              \
+                            }                                                                                  \
+                    } else                                                                                     \
                     for (int ky = 0; ky < k; ky++) {                                                           \
                         const int iy = oy * s - p + ky;                                                        \
                         if (iy < 0 || iy >= H)                                                                 \
