@@ -437,27 +437,30 @@ static void qim2col(const void *x, int w, const dlu__layer *l, void *col, size_t
 }
 
 /* dx (C, H, W) += the columns of dcol (C*k*k, ld) folded back onto the pixels they came
- * from; exact int64 sums. */
-static void qcol2im(const int64_t *dcol, size_t ld, const dlu__layer *l, int64_t *dx)
-{
-    const int C = l->in_c, H = l->in_h, W = l->in_w, k = l->kernel, st = l->stride, pad = l->pad;
-    const int Ho = l->out_h, Wo = l->out_w;
-    for (int r = 0; r < C * k * k; r++) {
-        const int c = r / (k * k), ky = (r / k) % k, kx = r % k;
-        int lo, hi;
-        qvalid_range(Wo, W, st, pad, kx, &lo, &hi);
-        const int64_t *src = dcol + (size_t)r * ld;
-        int64_t *plane = dx + (size_t)c * H * W;
-        for (int oy = 0; oy < Ho; oy++, src += Wo) {
-            const int iy = oy * st - pad + ky;
-            if (iy < 0 || iy >= H)
-                continue;
-            const ptrdiff_t base = (ptrdiff_t)iy * W - pad + kx;
-            for (int ox = lo; ox < hi; ox++)
-                plane[base + (ptrdiff_t)ox * st] += src[ox];
-        }
+ * from; exact int64 sums. dcol holds int32 (the dfp8 GEMM's result) or int64. */
+#define QCOL2IM(TS)                                                                                            \
+    static void qcol2im_##TS(const TS *dcol, size_t ld, const dlu__layer *l, int64_t *dx)                      \
+    {                                                                                                          \
+        const int C = l->in_c, H = l->in_h, W = l->in_w, k = l->kernel, st = l->stride, pad = l->pad;         \
+        const int Ho = l->out_h, Wo = l->out_w;                                                                \
+        for (int r = 0; r < C * k * k; r++) {                                                                  \
+            const int c = r / (k * k), ky = (r / k) % k, kx = r % k;                                           \
+            int lo, hi;                                                                                        \
+            qvalid_range(Wo, W, st, pad, kx, &lo, &hi);                                                        \
+            const TS *src = dcol + (size_t)r * ld;                                                             \
+            int64_t *plane = dx + (size_t)c * H * W;                                                           \
+            for (int oy = 0; oy < Ho; oy++, src += Wo) {                                                       \
+                const int iy = oy * st - pad + ky;                                                             \
+                if (iy < 0 || iy >= H)                                                                         \
+                    continue;                                                                                  \
+                const ptrdiff_t base = (ptrdiff_t)iy * W - pad + kx;                                           \
+                for (int ox = lo; ox < hi; ox++)                                                               \
+                    plane[base + (ptrdiff_t)ox * st] += src[ox];                                               \
+            }                                                                                                  \
+        }                                                                                                      \
     }
-}
+QCOL2IM(int32_t)
+QCOL2IM(int64_t)
 
 /* Unfold one sample (i8 or i16) into rows (Ho*Wo, ckk): row p = output position, column
  * r = (c, ky, kx); padding reads 0. Each (c, ky) is a run of k consecutive columns read
@@ -596,11 +599,19 @@ dlu_status dlu__cpu_conv2d_bwd_dfp(dlu_backend *be, const dlu__op_args *a)
             continue;
         /* dcol (ckk, g*HW) = wq^T (ckk, F) * dyr (g*HW, F)^T, then fold back into dx */
         qtranspose(dyt, wd, F, ghw, dyr);
-        DLU__TRY(qgemm_nt(ckk, ghw, F, wqt, ww, dyr, wd, cacc, 0, ar));
+        const int s8 = !ww && !wd && F <= DLU_IGEMM_S8_KMAX;
+        if (s8) /* the fold reads the int32 result directly: no widening pass */
+            DLU__TRY(dlu__igemm_s8_nt(ckk, ghw, F, (const int8_t *)wqt, F, (const int8_t *)dyr, F, (int32_t *)cacc,
+                                      ghw));
+        else
+            DLU__TRY(qgemm_nt(ckk, ghw, F, wqt, ww, dyr, wd, cacc, 0, ar));
         for (int s = 0; s < g; s++) {
             int64_t *d = dxacc + (size_t)(i0 + s) * l->in_size;
             memset(d, 0, (size_t)l->in_size * sizeof *d);
-            qcol2im(cacc + (size_t)s * HW, (size_t)ghw, l, d);
+            if (s8)
+                qcol2im_int32_t((const int32_t *)cacc + (size_t)s * HW, (size_t)ghw, l, d);
+            else
+                qcol2im_int64_t(cacc + (size_t)s * HW, (size_t)ghw, l, d);
         }
     }
     DLU__TRY(grad_site(a->qdw, dwacc, (size_t)F * ckk, a->dy->exp + a->x->exp, F32(a->dw), a->seed, a->step, ar));
