@@ -156,7 +156,7 @@ static dlu_status qgemm_nt(int M, int N, int K, const void *A, int wa, const voi
  * stream, and the parts' statistics are summed, so the result is the same bits as one
  * call, whatever the thread count. Small tensors run in one call. */
 #define PAR_PARTS 8
-#define PAR_MIN 65536
+#define PAR_MIN (1 << 20) /* below this, waking the pool costs more than it saves (measured) */
 
 typedef struct par_q {
     const void *src;     /* float or int64 */

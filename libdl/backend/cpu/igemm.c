@@ -1016,10 +1016,13 @@ static void job_task(void *arg)
 
 /* Rows per call of the driver loop (the per-row terms live on the stack). */
 #define IG_MC 512
-/* Below this many multiply-adds (about 30 us of one core's VNNI work) a GEMM runs on the
- * calling thread: waking a sleeping helper costs 5-50 us (more in a VM), and a helper
- * descheduled in the middle of its last item makes the caller wait for it. */
-#define IG_PAR_MIN_MACS (1 << 23)
+/* Below this many multiply-adds (about 0.25 ms of one core's VNNI work) a GEMM runs on the
+ * calling thread: waking a sleeping helper costs 5-50 us (more in a VM), a helper
+ * descheduled in the middle of its last item makes the caller wait for it, and on this
+ * project's 2-vCPU machine (two SMT threads of one core) two VNNI loops share one core's
+ * ports. Measured there: the mlp's GEMMs (25M MACs and less) ran 15% slower in DFP8
+ * training with 2 threads at the old 8M threshold than on one thread. */
+#define IG_PAR_MIN_MACS (1 << 26)
 
 static void run_job(int kind, int M, int N, int K, const void *A, int lda, const void *B, int ldb, void *C, int ldc)
 {
