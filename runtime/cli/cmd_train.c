@@ -335,6 +335,9 @@ int cmd_train(int argc, char **argv)
         cli_fail("train", "training", s);
         goto out;
     }
+    if (res.samples == 0)
+        printf("nothing to train: the run is already at step %lld (--epochs %d%s)\n", (long long)res.steps, cfg.epochs,
+               cfg.max_steps ? ", --max-steps reached" : "");
     printf("test accuracy %.2f%%  train loss %.4f  %.0f samples/s  %.1f%% of step time in GEMM  steps %lld\n"
            "weights digest %s\n",
            100.0 * res.test_accuracy, res.train_loss, res.samples_per_second, 100.0 * res.gemm_share,
