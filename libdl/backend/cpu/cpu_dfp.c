@@ -418,8 +418,11 @@ static void qvalid_range(int Wo, int W, int stride, int pad, int kx, int *lo, in
                 const ptrdiff_t base = (ptrdiff_t)iy * W - pad + kx;                                           \
                 for (int ox = 0; ox < lo; ox++)                                                                \
                     dst[ox] = 0;                                                                               \
-                for (int ox = lo; ox < hi; ox++)                                                               \
-                    dst[ox] = src[base + (ptrdiff_t)ox * st];                                                  \
+                if (st == 1)                                                                                   \
+                    memcpy(dst + lo, src + base + lo, (size_t)(hi - lo) * sizeof *dst);                        \
+                else                                                                                           \
+                    for (int ox = lo; ox < hi; ox++)                                                           \
+                        dst[ox] = src[base + (ptrdiff_t)ox * st];                                              \
                 for (int ox = hi; ox < Wo; ox++)                                                               \
                     dst[ox] = 0;                                                                               \
             }                                                                                                  \
@@ -438,8 +441,14 @@ static void qim2col(const void *x, int w, const dlu__layer *l, void *col, size_t
 
 /* dx (C, H, W) += the columns of dcol (C*k*k, ld) folded back onto the pixels they came
  * from; exact int64 sums. dcol holds int32 (the dfp8 GEMM's result) or int64. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* widening int32 -> int64 adds want SSE4.1/AVX2 (pmovsxdq); the baseline build is SSE2 */
+#define DLU__CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DLU__CLONES
+#endif
 #define QCOL2IM(TS)                                                                                            \
-    static void qcol2im_##TS(const TS *dcol, size_t ld, const dlu__layer *l, int64_t *dx)                      \
+    DLU__CLONES static void qcol2im_##TS(const TS *dcol, size_t ld, const dlu__layer *l, int64_t *dx)          \
     {                                                                                                          \
         const int C = l->in_c, H = l->in_h, W = l->in_w, k = l->kernel, st = l->stride, pad = l->pad;         \
         const int Ho = l->out_h, Wo = l->out_w;                                                                \
