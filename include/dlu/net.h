@@ -47,7 +47,8 @@ int dlu_net_classes(const dlu_net *net);
 /* Multiply-accumulates of one sample's forward pass. */
 int64_t dlu_net_forward_macs(const dlu_net *net);
 
-/* Parameter tensors in the canonical order; names like "conv1.weight". */
+/* Parameter tensors in the canonical order; names like "conv1.weight" (dlu_net_param_name
+ * returns a thread-local buffer, valid until the next call on the same thread). */
 int dlu_net_nparams(const dlu_net *net);
 int64_t dlu_net_nparam_elems(const dlu_net *net);
 const char *dlu_net_param_name(const dlu_net *net, int i);
