@@ -487,14 +487,17 @@ dlu_status dlu_dataset_gather(const dlu_dataset *ds, const int64_t *idx, int n, 
                               "< %lld (samples in the data set)",
                               ds->source, i, (long long)idx[i], (long long)ds->n);
 
+    /* A true division, not a multiply by 1/255: it is the documented contract, and it
+     * makes 255 map to exactly 1.0f. Computed once per byte value into a table. */
+    float lut[256];
+    for (int v = 0; v < 256; v++)
+        lut[v] = (float)v / 255.0f;
     size_t per = (size_t)ds->c * (size_t)ds->h * (size_t)ds->w;
     for (int i = 0; i < n; i++) {
         const uint8_t *src = ds->images + (size_t)idx[i] * per; /* (C, H, W) */
         float *dst = x + (size_t)i * per;                       /* (C, H, W) */
-        /* A true division, not a multiply by 1/255: it is the documented contract, and
-         * it makes 255 map to exactly 1.0f. */
         for (size_t j = 0; j < per; j++)
-            dst[j] = (float)src[j] / 255.0f;
+            dst[j] = lut[src[j]];
         y[i] = ds->labels[idx[i]];
     }
     return DLU_OK;
