@@ -1,2 +1,2 @@
 # docs/local.mk
-dist_doc_DATA += docs/net-format.md docs/cli.md docs/numerics.md docs/dfp-training.md
+dist_doc_DATA += docs/net-format.md docs/cli.md docs/numerics.md docs/dfp-training.md docs/backends.md
