@@ -623,6 +623,32 @@ static inline DLU_HD float dlu_acc_to_f32(int64_t acc, int ea)
 /* Tensor helpers: quantize / requantize / dequantize n elements                        */
 /* ------------------------------------------------------------------------------------ */
 
+/* Shared by the tensor helpers below: argument check, the element's random bits (0 for
+ * nearest), and storing one result with its statistics. */
+static inline DLU_HD int dlu__tensor_args_ok(enum dlu_format fmt, enum dlu_round mode, size_t n, const void *src,
+                                             const void *q_out)
+{
+    return dlu_format_is_dfp(fmt) && (mode == DLU_ROUND_NEAREST || mode == DLU_ROUND_STOCHASTIC) &&
+           (n == 0 || (src && q_out));
+}
+
+static inline DLU_HD uint64_t dlu__sr_rnd(enum dlu_round mode, uint64_t seed, uint32_t tensor_id, uint32_t step,
+                                          uint64_t index)
+{
+    return mode == DLU_ROUND_STOCHASTIC ? dlu_sr_bits64(seed, tensor_id, step, index) : 0;
+}
+
+static inline DLU_HD void dlu__store_q(void *q_out, int bits, size_t i, int32_t q, uint32_t info,
+                                       struct dlu_stats *st)
+{
+    if (bits == 8)
+        ((int8_t *)q_out)[i] = (int8_t)q;
+    else
+        ((int16_t *)q_out)[i] = (int16_t)q;
+    if (st)
+        dlu_stats_record(st, info);
+}
+
 /* Quantize x[0..n) to q_out (int8_t for DLU_FMT_DFP8, int16_t for DLU_FMT_DFP16) with
  * shared exponent e. Element i uses the stochastic-rounding bits of global index
  * index_base + i (so a tensor split into chunks quantizes exactly like the whole).
@@ -637,20 +663,13 @@ static inline DLU_HD dlu_status dlu_quantize_f32(const float *x /* (n) */, size_
     const int bits = dlu_format_bits(fmt);
     size_t i;
 
-    if (!dlu_format_is_dfp(fmt) || (mode != DLU_ROUND_NEAREST && mode != DLU_ROUND_STOCHASTIC) ||
-        (n > 0 && (!x || !q_out)))
+    if (!dlu__tensor_args_ok(fmt, mode, n, x, q_out))
         return DLU_EINVAL;
     for (i = 0; i < n; i++) {
-        const uint64_t rnd =
-            mode == DLU_ROUND_STOCHASTIC ? dlu_sr_bits64(seed, tensor_id, step, (uint64_t)index_base + i) : 0;
         uint32_t info;
+        const uint64_t rnd = dlu__sr_rnd(mode, seed, tensor_id, step, (uint64_t)index_base + i);
         const int32_t q = dlu_dfp_quantize(x[i], e, bits, mode, rnd, &info);
-        if (bits == 8)
-            ((int8_t *)q_out)[i] = (int8_t)q;
-        else
-            ((int16_t *)q_out)[i] = (int16_t)q;
-        if (st)
-            dlu_stats_record(st, info);
+        dlu__store_q(q_out, bits, i, q, info, st);
     }
     return DLU_OK;
 }
@@ -665,20 +684,13 @@ static inline DLU_HD dlu_status dlu_requantize_acc64(const int64_t *acc /* (n) *
     const int bits = dlu_format_bits(fmt);
     size_t i;
 
-    if (!dlu_format_is_dfp(fmt) || (mode != DLU_ROUND_NEAREST && mode != DLU_ROUND_STOCHASTIC) ||
-        (n > 0 && (!acc || !q_out)))
+    if (!dlu__tensor_args_ok(fmt, mode, n, acc, q_out))
         return DLU_EINVAL;
     for (i = 0; i < n; i++) {
-        const uint64_t rnd =
-            mode == DLU_ROUND_STOCHASTIC ? dlu_sr_bits64(seed, tensor_id, step, (uint64_t)index_base + i) : 0;
         uint32_t info;
+        const uint64_t rnd = dlu__sr_rnd(mode, seed, tensor_id, step, (uint64_t)index_base + i);
         const int32_t q = dlu_dfp_requantize(acc[i], ea, eo, bits, mode, rnd, &info);
-        if (bits == 8)
-            ((int8_t *)q_out)[i] = (int8_t)q;
-        else
-            ((int16_t *)q_out)[i] = (int16_t)q;
-        if (st)
-            dlu_stats_record(st, info);
+        dlu__store_q(q_out, bits, i, q, info, st);
     }
     return DLU_OK;
 }
@@ -692,20 +704,13 @@ static inline DLU_HD dlu_status dlu_requantize_acc32(const int32_t *acc /* (n) *
     const int bits = dlu_format_bits(fmt);
     size_t i;
 
-    if (!dlu_format_is_dfp(fmt) || (mode != DLU_ROUND_NEAREST && mode != DLU_ROUND_STOCHASTIC) ||
-        (n > 0 && (!acc || !q_out)))
+    if (!dlu__tensor_args_ok(fmt, mode, n, acc, q_out))
         return DLU_EINVAL;
     for (i = 0; i < n; i++) {
-        const uint64_t rnd =
-            mode == DLU_ROUND_STOCHASTIC ? dlu_sr_bits64(seed, tensor_id, step, (uint64_t)index_base + i) : 0;
         uint32_t info;
+        const uint64_t rnd = dlu__sr_rnd(mode, seed, tensor_id, step, (uint64_t)index_base + i);
         const int32_t q = dlu_dfp_requantize((int64_t)acc[i], ea, eo, bits, mode, rnd, &info);
-        if (bits == 8)
-            ((int8_t *)q_out)[i] = (int8_t)q;
-        else
-            ((int16_t *)q_out)[i] = (int16_t)q;
-        if (st)
-            dlu_stats_record(st, info);
+        dlu__store_q(q_out, bits, i, q, info, st);
     }
     return DLU_OK;
 }
