@@ -28,7 +28,7 @@ dlu_op dlu_op_from_name(const char *name)
 }
 
 /* Every backend kind; order is the order `dlu info` lists them. */
-static const dlu__backend_vtbl *const registry[] = {&dlu__cpu_vtbl, &dlu__cuda_vtbl};
+static const dlu__backend_vtbl *const registry[] = {&dlu__cpu_vtbl, &dlu__cuda_vtbl, &dlu__dlusim_vtbl};
 #define NREG (int)(sizeof registry / sizeof registry[0])
 
 int dlu_backend_kinds(const char **names, const char **notes, int max)
@@ -67,8 +67,6 @@ dlu_status dlu_backend_open(const char *device, dlu_backend **out)
         *out = be;
         return DLU_OK;
     }
-    if (klen == 6 && strncmp(device, "dlusim", 6) == 0)
-        return dlu__error(DLU_ENODEV, "device '%s': the simulated DLU backend is not built yet", device);
     return dlu__error(DLU_EINVAL, "device '%s': unknown device kind '%.*s' (expected cpu, cuda, cuda:N or dlusim:CONFIG.ini)",
                       device, (int)klen, device);
 }

@@ -149,6 +149,7 @@ struct dlu_backend {
  * vtable whose open() returns DLU_ENODEV with a message saying why. */
 extern const dlu__backend_vtbl dlu__cpu_vtbl;
 extern const dlu__backend_vtbl dlu__cuda_vtbl;
+extern const dlu__backend_vtbl dlu__dlusim_vtbl;
 
 /* Monotonic clock in nanoseconds (for the profiling counters). */
 uint64_t dlu__now_ns(void);

@@ -23,6 +23,7 @@
 
 #include "backend_impl.h"
 #include "ckpt_file.h"
+#include "dlu/sim.h"
 #include "dlu/train.h"
 #include "error.h"
 #include "net_impl.h"
@@ -518,7 +519,9 @@ static dlu_status eval_untimed(dlu_net *net, const dlu_dataset *ds, double *acc,
         saved[2 * i] = net->layers[i].fwd_ns;
         saved[2 * i + 1] = net->layers[i].bwd_ns;
     }
+    dlu_sim_set_counting(net->be, 0); /* the simulated DLU's counters too */
     dlu_status s = dlu_evaluate(net, ds, acc, loss);
+    dlu_sim_set_counting(net->be, 1);
     for (int i = 0; i < net->nlayers; i++) {
         net->layers[i].fwd_ns = saved[2 * i];
         net->layers[i].bwd_ns = saved[2 * i + 1];

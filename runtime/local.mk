@@ -6,6 +6,7 @@ dlu_SOURCES = \
 	runtime/cli/cmd_eval.c \
 	runtime/cli/cmd_info.c \
 	runtime/cli/cmd_quantize.c \
+	runtime/cli/cmd_sim.c \
 	runtime/cli/cmd_train.c \
 	runtime/cli/dlu_main.c
 dlu_CPPFLAGS = $(AM_CPPFLAGS) $(OPENBLAS_CFLAGS) $(JANSSON_CFLAGS)

@@ -33,8 +33,10 @@ void dlusim_hwcfg_defaults(dlusim_hwcfg *cfg);
  * number of the key's type, or one outside its range. On error *cfg is unspecified. */
 dlu_status dlusim_hwcfg_load(const char *path, dlusim_hwcfg *cfg);
 
-/* Write every parameter, one "key = value ; unit: comment" line each under its section, in
- * INI form that dlusim_hwcfg_load reads back to the same values. */
+/* Write every parameter as INI that dlusim_hwcfg_load reads back to the same values: a
+ * header comment, then each section with, per key, a comment line (meaning, unit, default,
+ * range, from hwcfg.def) above "key = value". Doubles in the shortest form that reads back
+ * exactly. examples/hw/dlu-base.ini is this output for the defaults. Errors: DLU_EIO. */
 dlu_status dlusim_hwcfg_write(const dlusim_hwcfg *cfg, FILE *f);
 
 /* Derived quantities used by both the lowering and the model. */

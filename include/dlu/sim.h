@@ -83,6 +83,14 @@ int dlu_sim_is(const dlu_backend *be);
  * before binding a net. Errors: DLU_EINVAL when be is not a dlusim backend. */
 dlu_status dlu_sim_set_timing_only(dlu_backend *be, int on);
 
+/* Counting on (1, the default) or off (0): while off, work still runs (values are still
+ * computed) but is charged to no counter. dlu_train() turns it off around its test-set
+ * evaluations, so the counters hold training alone. No-op on other backends. */
+void dlu_sim_set_counting(dlu_backend *be, int on);
+
+/* DPUs and HBM channels of the simulated core (0 and 0 for other backends). */
+void dlu_sim_unit_counts(const dlu_backend *be, int *dpus, int *hbm_channels);
+
 /* The simulated clock in Hz. */
 double dlu_sim_clock_hz(const dlu_backend *be);
 

@@ -17,6 +17,7 @@
 #include "dlu/net.h"
 #include "dlu/precision.h"
 #include "dlu/scale.h"
+#include "dlu/sim.h"
 #include "dlu/train.h"
 
 static const char *const help =
@@ -61,7 +62,62 @@ static const char *const help =
 
 typedef struct progress_state {
     int tty, quiet;
+    dlu_backend *be;          /* set when it is a simulated DLU */
+    dlu_sim_counters prev;    /* its counters at the end of the previous epoch */
+    json_t *sim_epochs;       /* one object per epoch for --json */
 } progress_state;
+
+/* One line of simulated cost: cycles, time at the configured clock, energy. */
+static void print_sim(const char *what, const dlu_sim_counters *c, double hz, const dlu_backend *be)
+{
+    const double e = dlu_sim_counters_energy_pj(c) * 1e-12;
+    int dpus, channels;
+    dlu_sim_unit_counts(be, &dpus, &channels);
+    /* MACs done over what every DPU could have done in the span */
+    const double span = (double)c->cycles * dpus;
+    const double util = c->mac_slots && span > 0 ? (double)c->macs / (double)c->mac_slots * (double)c->busy_mac / span : 0;
+    printf("%s: %llu cycles, %.6g s at %.0f MHz, %.6g J, MAC utilisation %.1f%%\n", what,
+           (unsigned long long)c->cycles, (double)c->cycles / hz, hz * 1e-6, e, 100.0 * util);
+}
+
+static json_t *sim_json(const dlu_sim_counters *c, double hz)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "cycles", json_integer((json_int_t)c->cycles));
+    json_object_set_new(j, "seconds", json_real((double)c->cycles / hz));
+    json_object_set_new(j, "energy_j", json_real(dlu_sim_counters_energy_pj(c) * 1e-12));
+    json_object_set_new(j, "macs", json_integer((json_int_t)c->macs));
+    json_object_set_new(j, "hbm_bytes", json_integer((json_int_t)(c->bytes_hbm_rd + c->bytes_hbm_wr)));
+    return j;
+}
+
+/* The simulated cost of the epoch just finished (evaluation is not counted). */
+static void sim_epoch(progress_state *ps, int epoch, double acc)
+{
+    dlu_sim_counters now, d;
+    if (dlu_sim_totals(ps->be, &now) != DLU_OK)
+        return;
+    d = now;
+    d.cycles -= ps->prev.cycles;
+    d.macs -= ps->prev.macs;
+    d.mac_slots -= ps->prev.mac_slots;
+    d.busy_mac -= ps->prev.busy_mac;
+    d.bytes_hbm_rd -= ps->prev.bytes_hbm_rd;
+    d.bytes_hbm_wr -= ps->prev.bytes_hbm_wr;
+    for (int i = 0; i < DLU_SIM_NECOMP; i++)
+        d.energy_pj[i] -= ps->prev.energy_pj[i];
+    ps->prev = now;
+    const double hz = dlu_sim_clock_hz(ps->be);
+    char what[64];
+    snprintf(what, sizeof what, "  simulated epoch %d", epoch);
+    if (!ps->quiet)
+        print_sim(what, &d, hz, ps->be);
+    json_t *j = sim_json(&d, hz);
+    json_object_set_new(j, "epoch", json_integer(epoch));
+    if (acc >= 0)
+        json_object_set_new(j, "test_accuracy", json_real(acc));
+    json_array_append_new(ps->sim_epochs, j);
+}
 
 static void fmt_time(double s, char *buf, size_t n)
 {
@@ -84,6 +140,8 @@ static void on_progress(void *user, const dlu_train_progress *p)
         if (p->test_accuracy >= 0)
             printf("  test accuracy %.2f%%", 100.0 * p->test_accuracy);
         printf("  %.0f samples/s\n", p->samples_per_second);
+        if (ps->be)
+            sim_epoch(ps, p->epoch, p->test_accuracy);
         fflush(stdout);
         return;
     }
@@ -122,10 +180,17 @@ static void print_profile(const dlu_net *net, const dlu_train_result *r)
 
 static int write_report(const char *path, const char *net_path, const char *device, const char *format,
                         const char *round, const char *scale, const dlu_train_cfg *cfg, int threads,
-                        const dlu_train_result *r)
+                        const dlu_train_result *r, progress_state *ps)
 {
     struct utsname u;
     json_t *j = json_object();
+    if (ps->be) {
+        dlu_sim_counters tot;
+        dlu_sim_totals(ps->be, &tot);
+        json_t *sj = sim_json(&tot, dlu_sim_clock_hz(ps->be));
+        json_object_set(sj, "epochs", ps->sim_epochs);
+        json_object_set_new(j, "sim", sj);
+    }
     json_object_set_new(j, "test_accuracy", json_real(r->test_accuracy));
     json_object_set_new(j, "test_loss", json_real(r->test_loss));
     json_object_set_new(j, "train_loss", json_real(r->train_loss));
@@ -303,8 +368,12 @@ int cmd_train(int argc, char **argv)
     dlu_status s = dlu_backend_open(device, &be);
     if (s != DLU_OK) {
         cli_fail("train", "--device", s);
-        rc = s == DLU_EINVAL ? 2 : 1;
+        rc = s == DLU_ENODEV || s == DLU_ENOMEM ? 1 : 2; /* else: a bad device string or config */
         goto out;
+    }
+    if (dlu_sim_is(be)) {
+        ps.be = be;
+        ps.sim_epochs = json_array();
     }
     /* Find unwritable output paths now, not after hours of training. */
     if ((json && !cli_writable("train", "--json", json)) ||
@@ -344,13 +413,19 @@ int cmd_train(int argc, char **argv)
            (long long)res.steps, res.weights_digest);
     if (profile)
         print_profile(net, &res);
+    if (ps.be) {
+        dlu_sim_counters tot;
+        if (dlu_sim_totals(be, &tot) == DLU_OK)
+            print_sim("simulated training to this accuracy", &tot, dlu_sim_clock_hz(be), be);
+    }
     rc = 0;
-    if (json && !write_report(json, net_path, device, format, rounding, scale, &cfg, nthreads, &res))
+    if (json && !write_report(json, net_path, device, format, rounding, scale, &cfg, nthreads, &res, &ps))
         rc = 1;
 out:
     dlu_net_free(net);
     dlu_backend_close(be);
     dlu_dataset_free(tr);
     dlu_dataset_free(te);
+    json_decref(ps.sim_epochs);
     return rc;
 }

@@ -14,6 +14,7 @@ static const struct {
 } cmds[] = {
     {"train", cmd_train, "train a net on a data set (fp32 or dynamic fixed point)"},
     {"eval", cmd_eval, "evaluate saved weights on the test set"},
+    {"sim", cmd_sim, "simulate training steps on the DLU model: cycles, stalls, traffic, energy"},
     {"quantize", cmd_quantize, "quantize raw float32 to dfp8/dfp16 and print the statistics"},
     {"info", cmd_info, "show the build, backends, CPU features and, with --net, a net's layers"},
 };
