@@ -2,9 +2,9 @@
  *
  * Every value goes through include/dlu/numerics.h (requantize, bias in the accumulator,
  * statistics, dequantize, the stochastic-rounding stream) or through an exact integer
- * product (igemm), so the results are the cpu backend's bits. The operand gathers spell
- * out, element by element, the logical GEMM of each op (docs/sim-commands.md); they are
- * written for clarity, not speed.
+ * product (igemm), so the results are the cpu backend's bits. The operand gathers walk
+ * each op's logical GEMM (docs/sim-commands.md) a row at a time; a mistake in them
+ * changes the training digests that tests/test_dlusim.sh compares with the cpu's.
  *
  * Not here: timing, tiling, element-wise ops. */
 #include <string.h>
@@ -29,77 +29,6 @@ static inline void st(void *p, int wide, size_t i, int32_t v)
         ((int16_t *)p)[i] = (int16_t)v;
     else
         ((int8_t *)p)[i] = (int8_t)v;
-}
-
-/* The unfolded input of a convolution: element (row r = (c, ky, kx), position p) of
- * sample s, 0 in the padding. */
-static inline int32_t im2col_at(const dlusim_exec *e, uint64_t s, uint64_t r, uint64_t p)
-{
-    const dlu__layer *l = e->l;
-    const int k = l->kernel, kk = k * k;
-    const int c = (int)(r / kk), ky = (int)(r % kk) / k, kx = (int)(r % k);
-    const int oy = (int)(p / l->out_w), ox = (int)(p % l->out_w);
-    const int iy = oy * l->stride - l->pad + ky, ix = ox * l->stride - l->pad + kx;
-    if (iy < 0 || iy >= l->in_h || ix < 0 || ix >= l->in_w)
-        return 0;
-    return ld(e->kind == DLUSIM_CONV_FWD ? e->asrc : e->bsrc, e->kind == DLUSIM_CONV_FWD ? e->awide : e->bwide,
-              (size_t)s * l->in_size + (size_t)c * l->in_h * l->in_w + (size_t)iy * l->in_w + ix);
-}
-
-/* A(i, k) of the op's GEMM. */
-static int32_t a_at(const dlusim_exec *e, uint64_t i, uint64_t k)
-{
-    const dlu__layer *l = e->l;
-    switch (e->kind) {
-    case DLUSIM_LIN_FWD:
-    case DLUSIM_LIN_BWD_DATA: return ld(e->asrc, e->awide, i * e->K + k);
-    case DLUSIM_LIN_BWD_W: return ld(e->asrc, e->awide, k * e->M + i);
-    case DLUSIM_CONV_FWD: {
-        const uint64_t hw = (uint64_t)l->out_h * l->out_w;
-        return im2col_at(e, i / hw, k, i % hw);
-    }
-    case DLUSIM_CONV_BWD_DATA: {
-        /* dx(s, c, iy, ix) sums dy(s, f, oy, ox) w(f, c, ky, kx) over oy*stride = iy+pad-ky */
-        const uint64_t HW = (uint64_t)l->in_h * l->in_w, kk = (uint64_t)l->kernel * l->kernel;
-        const uint64_t s = i / HW, q = i % HW, f = k / kk;
-        const int iy = (int)(q / l->in_w), ix = (int)(q % l->in_w);
-        const int ky = (int)(k % kk) / l->kernel, kx = (int)(k % l->kernel);
-        const int ty = iy + l->pad - ky, tx = ix + l->pad - kx;
-        if (ty < 0 || tx < 0 || ty % l->stride || tx % l->stride)
-            return 0;
-        const int oy = ty / l->stride, ox = tx / l->stride;
-        if (oy >= l->out_h || ox >= l->out_w)
-            return 0;
-        return ld(e->asrc, e->awide,
-                  s * l->out_size + f * (uint64_t)l->out_h * l->out_w + (uint64_t)oy * l->out_w + ox);
-    }
-    case DLUSIM_CONV_BWD_W: {
-        const uint64_t hw = (uint64_t)l->out_h * l->out_w;
-        return ld(e->asrc, e->awide, (k / hw) * l->out_size + i * hw + k % hw);
-    }
-    }
-    return 0;
-}
-
-/* B(j, k) of the op's GEMM. */
-static int32_t b_at(const dlusim_exec *e, uint64_t j, uint64_t k)
-{
-    const dlu__layer *l = e->l;
-    switch (e->kind) {
-    case DLUSIM_LIN_FWD:
-    case DLUSIM_CONV_FWD: return ld(e->bsrc, e->bwide, j * e->K + k);
-    case DLUSIM_LIN_BWD_DATA: return ld(e->bsrc, e->bwide, k * e->N + j);
-    case DLUSIM_LIN_BWD_W: return ld(e->bsrc, e->bwide, k * e->N + j);
-    case DLUSIM_CONV_BWD_DATA: {
-        const uint64_t kk = (uint64_t)l->kernel * l->kernel, ckk = (uint64_t)l->in_c * kk;
-        return ld(e->bsrc, e->bwide, (k / kk) * ckk + j * kk + k % kk);
-    }
-    case DLUSIM_CONV_BWD_W: {
-        const uint64_t hw = (uint64_t)l->out_h * l->out_w;
-        return im2col_at(e, k / hw, j, k % hw);
-    }
-    }
-    return 0;
 }
 
 /* Index of C(i, j) in the output tensor (row-major, NCHW for convolutions). */
@@ -135,16 +64,137 @@ static uint32_t hist_only(int64_t v, int ea)
     return info & ~(DLU_QF_OVERFLOW | DLU_QF_UNDERFLOW);
 }
 
+/* Copy kc elements src[off + t*stride] into dst[t] (same element type). */
+static void copy_strided(void *dst, const void *src, int wide, uint64_t off, uint64_t stride, uint32_t kc)
+{
+    if (stride == 1) {
+        memcpy(dst, (const uint8_t *)src + off * (wide ? 2 : 1), (size_t)kc * (wide ? 2 : 1));
+        return;
+    }
+    for (uint32_t t = 0; t < kc; t++)
+        st(dst, wide, t, ld(src, wide, off + t * stride));
+}
+
+/* Row r (c, ky, kx) of the unfolded input over positions [q0, q0 + kc) of the whole batch
+ * (q = s * Ho*Wo + p), into dst; counters step through (s, oy, ox) without division. */
+static void im2col_row(const dlusim_exec *e, const void *x, int wide, uint64_t r, uint64_t q0, uint32_t kc, void *dst)
+{
+    const dlu__layer *l = e->l;
+    const int k = l->kernel, kk = k * k;
+    const int c = (int)(r / kk), ky = (int)(r % kk) / k, kx = (int)(r % k);
+    const uint64_t hw = (uint64_t)l->out_h * l->out_w;
+    uint64_t s = q0 / hw;
+    int oy = (int)(q0 % hw / l->out_w), ox = (int)(q0 % l->out_w);
+    for (uint32_t t = 0; t < kc; t++) {
+        const int iy = oy * l->stride - l->pad + ky, ix = ox * l->stride - l->pad + kx;
+        int32_t v = 0;
+        if (iy >= 0 && iy < l->in_h && ix >= 0 && ix < l->in_w)
+            v = ld(x, wide, (size_t)s * l->in_size + (size_t)c * l->in_h * l->in_w + (size_t)iy * l->in_w + ix);
+        st(dst, wide, t, v);
+        if (++ox == l->out_w) {
+            ox = 0;
+            if (++oy == l->out_h)
+                oy = 0, s++;
+        }
+    }
+}
+
+/* Row i of the GEMM's A over [k0, k0 + kc) (docs/sim-commands.md gives each op's A), with
+ * counters instead of a division per element. */
+static void a_row(const dlusim_exec *e, uint64_t i, uint64_t k0, uint32_t kc, void *dst)
+{
+    const dlu__layer *l = e->l;
+    const int w = e->awide;
+    switch (e->kind) {
+    case DLUSIM_LIN_FWD:
+    case DLUSIM_LIN_BWD_DATA: copy_strided(dst, e->asrc, w, i * e->K + k0, 1, kc); return;
+    case DLUSIM_LIN_BWD_W: copy_strided(dst, e->asrc, w, k0 * e->M + i, e->M, kc); return;
+    case DLUSIM_CONV_BWD_W: {
+        const uint64_t hw = (uint64_t)l->out_h * l->out_w;
+        for (uint32_t t = 0; t < kc;) { /* runs of one sample's plane f */
+            const uint64_t k = k0 + t, s = k / hw, p = k % hw;
+            const uint32_t run = (uint32_t)(hw - p < kc - t ? hw - p : kc - t);
+            copy_strided((uint8_t *)dst + (size_t)t * (w ? 2 : 1), e->asrc, w, s * l->out_size + i * hw + p, 1, run);
+            t += run;
+        }
+        return;
+    }
+    case DLUSIM_CONV_FWD: {
+        const uint64_t hw = (uint64_t)l->out_h * l->out_w, s = i / hw, p = i % hw;
+        const int oy = (int)(p / l->out_w), ox = (int)(p % l->out_w), k = l->kernel;
+        int c = (int)(k0 / ((uint64_t)k * k)), ky = (int)(k0 % ((uint64_t)k * k)) / k, kx = (int)(k0 % k);
+        const uint8_t *x = e->asrc;
+        for (uint32_t t = 0; t < kc; t++) {
+            const int iy = oy * l->stride - l->pad + ky, ix = ox * l->stride - l->pad + kx;
+            int32_t v = 0;
+            if (iy >= 0 && iy < l->in_h && ix >= 0 && ix < l->in_w)
+                v = ld(x, w, (size_t)s * l->in_size + (size_t)c * l->in_h * l->in_w + (size_t)iy * l->in_w + ix);
+            st(dst, w, t, v);
+            if (++kx == k) {
+                kx = 0;
+                if (++ky == k)
+                    ky = 0, c++;
+            }
+        }
+        return;
+    }
+    case DLUSIM_CONV_BWD_DATA: {
+        const uint64_t HW = (uint64_t)l->in_h * l->in_w, s = i / HW, q = i % HW;
+        const int iy = (int)(q / l->in_w), ix = (int)(q % l->in_w), k = l->kernel, st_ = l->stride;
+        const uint64_t howo = (uint64_t)l->out_h * l->out_w;
+        int f = (int)(k0 / ((uint64_t)k * k)), ky = (int)(k0 % ((uint64_t)k * k)) / k, kx = (int)(k0 % k);
+        for (uint32_t t = 0; t < kc; t++) {
+            const int ty = iy + l->pad - ky, tx = ix + l->pad - kx;
+            int32_t v = 0;
+            if (ty >= 0 && tx >= 0 && (st_ == 1 || (ty % st_ == 0 && tx % st_ == 0))) {
+                const int oy = ty / st_, ox = tx / st_;
+                if (oy < l->out_h && ox < l->out_w)
+                    v = ld(e->asrc, w, s * l->out_size + (uint64_t)f * howo + (uint64_t)oy * l->out_w + ox);
+            }
+            st(dst, w, t, v);
+            if (++kx == k) {
+                kx = 0;
+                if (++ky == k)
+                    ky = 0, f++;
+            }
+        }
+        return;
+    }
+    }
+}
+
+/* Row j of B over [k0, k0 + kc). */
+static void b_row(const dlusim_exec *e, uint64_t j, uint64_t k0, uint32_t kc, void *dst)
+{
+    const dlu__layer *l = e->l;
+    const int w = e->bwide;
+    switch (e->kind) {
+    case DLUSIM_LIN_FWD:
+    case DLUSIM_CONV_FWD: copy_strided(dst, e->bsrc, w, j * e->K + k0, 1, kc); return;
+    case DLUSIM_LIN_BWD_DATA:
+    case DLUSIM_LIN_BWD_W: copy_strided(dst, e->bsrc, w, k0 * e->N + j, e->N, kc); return;
+    case DLUSIM_CONV_BWD_DATA: {
+        const uint64_t kk = (uint64_t)l->kernel * l->kernel, ckk = (uint64_t)l->in_c * kk;
+        for (uint32_t t = 0; t < kc;) { /* runs of one filter's (ky, kx) */
+            const uint64_t k = k0 + t, f = k / kk, r = k % kk;
+            const uint32_t run = (uint32_t)(kk - r < kc - t ? kk - r : kc - t);
+            copy_strided((uint8_t *)dst + (size_t)t * (w ? 2 : 1), e->bsrc, w, f * ckk + j * kk + r, 1, run);
+            t += run;
+        }
+        return;
+    }
+    case DLUSIM_CONV_BWD_W: im2col_row(e, e->bsrc, w, j, k0, kc, dst); return;
+    }
+}
+
 static dlu_status do_load(dlusim_exec *e, const dlusim_cmd *c, uint8_t *dst)
 {
     if (c->operand == DLUSIM_OPND_A) {
         for (uint32_t i = 0; i < c->m; i++)
-            for (uint32_t k = 0; k < c->k; k++)
-                st(dst, e->awide, (size_t)i * c->k + k, a_at(e, c->m0 + (uint64_t)i, c->k0 + (uint64_t)k));
+            a_row(e, c->m0 + (uint64_t)i, c->k0, c->k, dst + (size_t)i * c->k * (e->awide ? 2 : 1));
     } else if (c->operand == DLUSIM_OPND_B) {
         for (uint32_t j = 0; j < c->n; j++)
-            for (uint32_t k = 0; k < c->k; k++)
-                st(dst, e->bwide, (size_t)j * c->k + k, b_at(e, c->n0 + (uint64_t)j, c->k0 + (uint64_t)k));
+            b_row(e, c->n0 + (uint64_t)j, c->k0, c->k, dst + (size_t)j * c->k * (e->bwide ? 2 : 1));
     }
     return DLU_OK; /* other operands carry no values */
 }

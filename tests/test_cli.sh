@@ -124,7 +124,11 @@ else
     expect_fail 1 "device 'cuda'" "$DLU" train --net "$MLP" --data "$D" $T --device cuda
     expect_fail 1 "device 'cuda:0'" "$DLU" eval --net "$MLP" --data "$D" --weights x --device cuda:0
 fi
-expect_fail 1 "the simulated DLU backend is not built yet" "$DLU" train --net "$MLP" --data "$D" $T --device dlusim:x.ini
+if "$DLU" info | grep -q '^  dlusim  built in'; then
+    expect_fail 2 "x.ini" "$DLU" train --net "$MLP" --data "$D" $T --device dlusim:x.ini
+else
+    expect_fail 1 "the simulated DLU is not built in" "$DLU" train --net "$MLP" --data "$D" $T --device dlusim:x.ini
+fi
 expect_fail 2 "the cpu device takes no argument" "$DLU" train --net "$MLP" --data "$D" $T --device cpu:1
 expect_fail 2 "empty device string" "$DLU" train --net "$MLP" --data "$D" $T --device ""
 
