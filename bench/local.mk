@@ -1,5 +1,5 @@
 # bench/local.mk -- benchmarks: built by `make bench`, run by hand (never timed in tests).
-EXTRA_DIST += bench/train_cpu.sh bench/peers/setup_venv.sh bench/peers/torch_train.py bench/bitwidth.py bench/bitwidth.md
+EXTRA_DIST += bench/train_cpu.sh bench/sim_speed.sh bench/peers/setup_venv.sh bench/peers/torch_train.py bench/bitwidth.py bench/bitwidth.md
 
 EXTRA_PROGRAMS = bench/igemm_bench
 bench_igemm_bench_SOURCES = bench/igemm_bench.c

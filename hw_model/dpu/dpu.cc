@@ -159,19 +159,29 @@ void dpu::finish(uint32_t idx, uint64_t t0, uint64_t t1)
     m_run.any_done.notify(sc_core::SC_ZERO_TIME);
 }
 
+/* The next command of one unit's queue once its dependencies are done, in stream order;
+ * false when the run was aborted (the command is skipped). */
+bool dpu::next_ready(std::deque<uint32_t> &q, sc_core::sc_event &ev, uint32_t &idx)
+{
+    while (q.empty())
+        sc_core::wait(ev);
+    idx = q.front();
+    q.pop_front();
+    while (!m_run.abort && !deps_done(idx))
+        sc_core::wait(m_done_ev);
+    if (m_run.abort) {
+        skip(idx);
+        return false;
+    }
+    return true;
+}
+
 void dpu::dma_thread()
 {
     for (;;) {
-        while (m_dmaq.empty())
-            sc_core::wait(m_dmaq_ev);
-        const uint32_t idx = m_dmaq.front();
-        m_dmaq.pop_front();
-        while (!m_run.abort && !deps_done(idx))
-            sc_core::wait(m_done_ev);
-        if (m_run.abort) {
-            skip(idx);
+        uint32_t idx;
+        if (!next_ready(m_dmaq, m_dmaq_ev, idx))
             continue;
-        }
         const dlusim_cmd &c = m_run.s->cmd[idx];
         xfer_result r;
         m_dma.transfer(c, idx, r);
@@ -197,16 +207,9 @@ void dpu::dma_thread()
 void dpu::dpe_thread()
 {
     for (;;) {
-        while (m_dpeq.empty())
-            sc_core::wait(m_dpeq_ev);
-        const uint32_t idx = m_dpeq.front();
-        m_dpeq.pop_front();
-        while (!m_run.abort && !deps_done(idx))
-            sc_core::wait(m_done_ev);
-        if (m_run.abort) {
-            skip(idx);
+        uint32_t idx;
+        if (!next_ready(m_dpeq, m_dpeq_ev, idx))
             continue;
-        }
         const dlusim_cmd &c = m_run.s->cmd[idx];
         const compute_cost cost = compute_cycles(m_cfg, c);
         const uint64_t t0 = now_cycles();

@@ -51,6 +51,7 @@ private:
     void dma_thread();
     void dpe_thread();
     bool deps_done(uint32_t idx) const;
+    bool next_ready(std::deque<uint32_t> &q, sc_core::sc_event &ev, uint32_t &idx);
     void finish(uint32_t idx, uint64_t t0, uint64_t t1);
     void skip(uint32_t idx);
     void seg(uint64_t t0, uint64_t t1, int cls);

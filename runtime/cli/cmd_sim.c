@@ -295,6 +295,13 @@ int cmd_sim(int argc, char **argv)
         }
         row r = {"step", "total", tot};
         table_row(&r, (int)steps, per_step * (double)steps, &u);
+        printf("host time per layer and step (ms):");
+        for (int k = 0; k < dlu_net_nlayers(net); k++) {
+            uint64_t f, b;
+            dlu_net_layer_time(net, k, &f, &b);
+            printf(" %s %.3f", dlu_net_layer_name(net, k), (double)(f + b) * 1e-6 / (double)steps);
+        }
+        printf("\n");
         printf("per step: %.0f cycles = %.6g s at %.0f MHz, %.6g J (%.3g samples/s, %.3g samples/J), "
                "MAC utilisation %.1f%%\n",
                per_step, per_step / hz, hz * 1e-6, dlu_sim_counters_energy_pj(&tot) * 1e-12 / (double)steps,
@@ -334,6 +341,12 @@ int cmd_sim(int argc, char **argv)
             dlu_sim_layer(be, i, &name, ph);
             json_t *jl = json_object(), *jp = json_object();
             json_object_set_new(jl, "name", json_string(name));
+            for (int k = 0; k < dlu_net_nlayers(net); k++)
+                if (!strcmp(dlu_net_layer_name(net, k), name)) {
+                    uint64_t f, b;
+                    dlu_net_layer_time(net, k, &f, &b);
+                    json_object_set_new(jl, "host_seconds", json_real((double)(f + b) * 1e-9 / (double)steps));
+                }
             for (int p = 0; p < DLU_SIM_NPHASE; p++)
                 json_object_set_new(jp, dlu_sim_phase_name((dlu_sim_phase)p), counters_json(&ph[p], (int)steps, hz, &u));
             json_object_set_new(jl, "phases", jp);
