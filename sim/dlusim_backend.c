@@ -17,8 +17,7 @@
  * on this host, as on --device cpu).
  * Timing-only mode (dlu_sim_set_timing_only) skips every value, for sweeps.
  *
- * Not here: costs (hw_model/), tiling (lower.c), element-wise timing figures beyond the
- * table in elementwise_cost(). */
+ * Not here: costs (hw_model/), tiling (lower.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +108,9 @@ static dlu_status run(sim *s, int li, dlusim_exec *ex)
 }
 
 static uint64_t addr(const void *p) { return (uint64_t)(uintptr_t)p; }
+
+/* A tensor's storage for the HBM address of its traffic (the loss has no output tensor). */
+static const void *data_of(const dlu_tensor *t) { return t ? t->data : NULL; }
 
 /* Time element-wise work (values are the cpu kernels'). */
 static dlu_status time_vec(sim *s, int li, uint64_t nelem, int in_bytes, int out_bytes, int ops, int stats,
@@ -245,25 +247,40 @@ static dlu_status fp32_gemm_time(sim *s, int li, uint64_t M, uint64_t N, uint64_
 
 /* ---- kernels --------------------------------------------------------------------------- */
 
-/* Bytes in and out and operations per element of an element-wise op, for its timing:
- * streaming figures (an upper bound on traffic: no reuse of overlapping windows). */
-static void elementwise_cost(const dlu__layer *l, int fwd, int e, uint64_t n, uint64_t *nelem, int *in_b, int *out_b,
-                             int *ops)
+/* An element-wise op's timing as up to two streaming passes over the local memory: nelem
+ * elements, bytes read and written per element (HBM side), operations per element, and
+ * whether the pass produces the op's output (statistics). Pooling reads each input once
+ * (the windows overlap in the local memory) and writes each output once; its backward
+ * reads dy (and maxpool's argmax) once and writes dx once. */
+typedef struct vec_pass {
+    uint64_t nelem;
+    int in_b, out_b, ops, out;
+} vec_pass;
+
+static int elementwise_cost(const dlu__layer *l, int fwd, int e, uint64_t n, vec_pass p[2])
 {
-    const int win = l->kernel * l->kernel;
+    const int arg = l->op == DLU_OP_MAXPOOL ? 4 : 0; /* int32 argmax per output */
+    const int win = l->kernel * l->kernel, area = l->stride * l->stride;
+    const int ops = win > area ? (win + area - 1) / area : 1; /* window operations per input */
+    const uint64_t in = n * (uint64_t)l->in_size, out = n * (uint64_t)l->out_size;
     switch (l->op) {
-    case DLU_OP_RELU: *nelem = n * l->out_size, *in_b = fwd ? e : 2 * e, *out_b = e, *ops = 1; break;
+    case DLU_OP_RELU:
+        p[0] = (vec_pass){out, fwd ? e : 2 * e, e, 1, 1};
+        return 1;
     case DLU_OP_MAXPOOL:
     case DLU_OP_AVGPOOL:
-        if (fwd)
-            *nelem = n * l->out_size, *in_b = e * win, *out_b = e + (l->op == DLU_OP_MAXPOOL ? 4 : 0), *ops = win;
-        else
-            *nelem = n * l->in_size, *in_b = e + (l->op == DLU_OP_MAXPOOL ? 4 : 0), *out_b = e, *ops = 2;
-        break;
+        if (fwd) {
+            p[0] = (vec_pass){in, e, 0, ops, 0};
+            p[1] = (vec_pass){out, 0, e + arg, 1, 1};
+        } else {
+            p[0] = (vec_pass){out, e + arg, 0, 1, 0};
+            p[1] = (vec_pass){in, 0, e, ops, 1};
+        }
+        return 2;
     case DLU_OP_SOFTMAX_XENT:
-        *nelem = n * l->in_size, *in_b = fwd ? e : 4, *out_b = fwd ? 4 : e, *ops = fwd ? 24 : 4;
-        break;
-    default: *nelem = 0, *in_b = *out_b = *ops = 0; break; /* flatten: a view, no work */
+        p[0] = (vec_pass){in, fwd ? e : 4, fwd ? 4 : e, fwd ? 24 : 4, !fwd};
+        return 1;
+    default: return 0; /* flatten: a view, no work */
     }
 }
 
@@ -325,11 +342,12 @@ static dlu_status sim_kernel(dlu_backend *be, const dlu__op_args *a, int fwd, in
     }
     /* the loss's backward reads its saved probabilities, not a gradient */
     const dlu_tensor *in = fwd ? a->x : a->dy ? a->dy : a->aux;
-    uint64_t nelem;
-    int in_b, out_b, ops;
-    elementwise_cost(l, fwd, dfp ? esz(fwd ? a->x : a->dx) : 4, n, &nelem, &in_b, &out_b, &ops);
-    return time_vec(s, li, nelem, in_b, out_b, ops, dfp, in->data, fwd ? a->y->data : a->dx->data,
-                    fwd ? DLU_SIM_FWD : DLU_SIM_BWD_DATA);
+    vec_pass p[2];
+    const int np = elementwise_cost(l, fwd, dfp ? esz(fwd ? a->x : a->dx) : 4, n, p);
+    for (int i = 0; i < np; i++)
+        DLU__TRY(time_vec(s, li, p[i].nelem, p[i].in_b, p[i].out_b, p[i].ops, dfp && p[i].out, data_of(in),
+                          data_of(fwd ? a->y : a->dx), fwd ? DLU_SIM_FWD : DLU_SIM_BWD_DATA));
+    return DLU_OK;
 }
 
 static dlu_status sim_fwd(dlu_backend *be, const dlu__op_args *a) { return sim_kernel(be, a, 1, 0); }

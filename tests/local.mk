@@ -66,11 +66,11 @@ tests_test_cpu_quant_LDADD = $(tests_ldadd)
 
 # the simulated DLU: hardware config reader, lowering, the SystemC model, dlusim end to end
 check_PROGRAMS += tests/test_hwcfg tests/test_lower
-TESTS += tests/test_hwcfg tests/test_lower tests/test_dlusim.sh
+TESTS += tests/test_hwcfg tests/test_lower tests/test_dlusim.sh tests/test_dfp_dlusim.sh
 tests_test_hwcfg_SOURCES = tests/test_hwcfg.c
 tests_test_hwcfg_CPPFLAGS = $(tests_cflags)
 tests_test_hwcfg_LDADD = $(tests_ldadd) $(INIH_LIBS)
 tests_test_lower_SOURCES = tests/test_lower.c
 tests_test_lower_CPPFLAGS = $(tests_cflags)
 tests_test_lower_LDADD = $(tests_ldadd)
-EXTRA_DIST += tests/test_dlusim.sh
+EXTRA_DIST += tests/test_dlusim.sh tests/test_dfp_dlusim.sh

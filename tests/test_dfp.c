@@ -1,4 +1,5 @@
-/* test_dfp.c -- CUnit tests of the CPU backend's dynamic fixed point kernels, bit for bit.
+/* test_dfp.c -- CUnit tests of a backend's dynamic fixed point kernels, bit for bit
+ * (the cpu backend by default; the device string is the first argument).
  *
  * What it checks: every DFP kernel of the cpu backend (be->vt->forward_dfp[op],
  * be->vt->backward_dfp[op], be->vt->quantize), called through the backend's table the way
@@ -1463,16 +1464,21 @@ static void test_softmax_xent(void)
 
 /* ------------------------------------------------------------------------------------ */
 
-int main(void)
+/* test_dfp [DEVICE]: the kernels of DEVICE (default cpu; tests/test_dfp_dlusim.sh runs it
+ * on dlusim:CONFIG.ini, whose DFP GEMMs the SystemC model computes). */
+int main(int argc, char **argv)
 {
+    const char *device = argc > 1 ? argv[1] : "cpu";
+    char title[512];
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 2;
-    if (dlu_backend_open("cpu", &be) != DLU_OK) {
-        fprintf(stderr, "test_dfp: cannot open the cpu backend: %s\n", dlu_last_error());
+    if (dlu_backend_open(device, &be) != DLU_OK) {
+        fprintf(stderr, "test_dfp: cannot open the %s backend: %s\n", device, dlu_last_error());
         CU_cleanup_registry();
         return 1;
     }
-    CU_pSuite s = CU_add_suite("dfp kernels (cpu) vs naive integer reference", NULL, NULL);
+    snprintf(title, sizeof title, "dfp kernels (%s) vs naive integer reference", device);
+    CU_pSuite s = CU_add_suite(title, NULL, NULL);
     if (!s || !CU_add_test(s, "quantize (net input)", test_quantize) ||
         !CU_add_test(s, "linear", test_linear) || !CU_add_test(s, "conv2d", test_conv2d) ||
         !CU_add_test(s, "conv2d, batches of several chunks", test_conv2d_chunks) ||
