@@ -92,7 +92,7 @@ static json_t *sim_json(const dlu_sim_counters *c, double hz)
 }
 
 /* The simulated cost of the epoch just finished (evaluation is not counted). */
-static void sim_epoch(progress_state *ps, int epoch, double acc)
+static void sim_epoch(progress_state *ps, int epoch, double acc, int64_t steps)
 {
     dlu_sim_counters now, d;
     if (dlu_sim_totals(ps->be, &now) != DLU_OK)
@@ -110,9 +110,15 @@ static void sim_epoch(progress_state *ps, int epoch, double acc)
     const double hz = dlu_sim_clock_hz(ps->be);
     char what[64];
     snprintf(what, sizeof what, "  simulated epoch %d", epoch);
-    if (!ps->quiet)
+    if (!ps->quiet) {
         print_sim(what, &d, hz, ps->be);
+        printf("  simulated per step: %.0f cycles, %.6g s, %.6g J\n", (double)d.cycles / (double)steps,
+               (double)d.cycles / hz / (double)steps, dlu_sim_counters_energy_pj(&d) * 1e-12 / (double)steps);
+    }
     json_t *j = sim_json(&d, hz);
+    json_object_set_new(j, "steps", json_integer(steps));
+    json_object_set_new(j, "cycles_per_step", json_real((double)d.cycles / (double)steps));
+    json_object_set_new(j, "energy_j_per_step", json_real(dlu_sim_counters_energy_pj(&d) * 1e-12 / (double)steps));
     json_object_set_new(j, "epoch", json_integer(epoch));
     if (acc >= 0)
         json_object_set_new(j, "test_accuracy", json_real(acc));
@@ -141,7 +147,7 @@ static void on_progress(void *user, const dlu_train_progress *p)
             printf("  test accuracy %.2f%%", 100.0 * p->test_accuracy);
         printf("  %.0f samples/s\n", p->samples_per_second);
         if (ps->be)
-            sim_epoch(ps, p->epoch, p->test_accuracy);
+            sim_epoch(ps, p->epoch, p->test_accuracy, p->steps_per_epoch);
         fflush(stdout);
         return;
     }
