@@ -376,26 +376,28 @@ static int param_layer(sim *s, const void *w)
     return layer_index(s, NULL, "(update)");
 }
 
-static dlu_status sim_sgd(dlu_backend *be, const dlu__sgd_args *a)
+/* Time an optimizer update of parameter w (its layer's update phase): in_b bytes read and
+ * out_b written per element (parameter, gradient, optimizer state), ops operations each. */
+static dlu_status time_update(sim *s, const dlu_tensor *w, const dlu_tensor *g, int in_b, int out_b, int ops)
 {
-    sim *s = SIM(be);
-    if (!s->timing_only)
-        DLU__TRY(cpu()->sgd_step(be, a));
-    int li = param_layer(s, a->w->data);
+    int li = param_layer(s, w->data);
     if (li < 0)
         return dlu__error(DLU_ENOMEM, "dlusim: out of memory (layer table)");
-    return time_vec(s, li, (uint64_t)dlu_tensor_nelem(a->w), 12, 8, 4, 0, a->g->data, a->w->data, DLU_SIM_UPDATE);
+    return time_vec(s, li, (uint64_t)dlu_tensor_nelem(w), in_b, out_b, ops, 0, g->data, w->data, DLU_SIM_UPDATE);
+}
+
+static dlu_status sim_sgd(dlu_backend *be, const dlu__sgd_args *a)
+{
+    if (!SIM(be)->timing_only)
+        DLU__TRY(cpu()->sgd_step(be, a));
+    return time_update(SIM(be), a->w, a->g, 12, 8, 4); /* w, v, g in; w, v out */
 }
 
 static dlu_status sim_adam(dlu_backend *be, const dlu__adam_args *a)
 {
-    sim *s = SIM(be);
-    if (!s->timing_only)
+    if (!SIM(be)->timing_only)
         DLU__TRY(cpu()->adam_step(be, a));
-    int li = param_layer(s, a->w->data);
-    if (li < 0)
-        return dlu__error(DLU_ENOMEM, "dlusim: out of memory (layer table)");
-    return time_vec(s, li, (uint64_t)dlu_tensor_nelem(a->w), 16, 12, 12, 0, a->g->data, a->w->data, DLU_SIM_UPDATE);
+    return time_update(SIM(be), a->w, a->g, 16, 12, 12); /* w, m, v, g in; w, m, v out */
 }
 
 /* ---- memory, open, close --------------------------------------------------------------- */
