@@ -6,7 +6,7 @@
 #   a. dlu train --device dlusim:CONFIG gives the same weights_digest and test accuracy as
 #      --device cpu, on synthetic data, for mlp, cnn and lenet5, in dfp8 and dfp16, with
 #      nearest and stochastic rounding, mixed formats (w=dfp16,a=dfp8,e=dfp8,g=fp32), a
-#      scaling policy that calibrates, and two hardware configs (so two tilings) --
+#      scaling policy that calibrates, SGD and Adam, and two hardware configs (two tilings) --
 #      in verification mode the DFP GEMM values move through the model's memories, so a
 #      wrong tiling, gather, scoreboard or requantization shows up here as another digest;
 #   b. the run reports simulated cycles and energy per epoch and in all, in its output
@@ -68,6 +68,7 @@ same mlp8s --net "$NETS/mlp.net" --format dfp8 --round stochastic
 same mlp16 --net "$NETS/mlp.net" --format dfp16
 same mixed --net "$NETS/mlp.net" --format w=dfp16,a=dfp8,e=dfp8,g=fp32
 same maxp --net "$NETS/mlp.net" --format dfp8 --scale max
+same adam --net "$NETS/mlp.net" --format dfp16 --optimizer adam
 same cnn8 --net "$NETS/cnn.net" --format dfp8 --max-steps 3
 same cnn16 --net "$NETS/cnn.net" --format dfp16 --round stochastic --max-steps 2
 same lenet --net "$NETS/lenet5.net" --format dfp8 --max-steps 3
