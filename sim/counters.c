@@ -13,32 +13,37 @@ const char *dlu_sim_ecomp_name(dlu_sim_ecomp c)
     return (unsigned)c < DLU_SIM_NECOMP ? n[c] : "?";
 }
 
+/* One list of the integer fields, for add and sub. */
+#define COUNTER_FIELDS(X)                                                                          \
+    X(cycles) X(stall_compute) X(stall_memory) X(stall_network) X(stall_stats) X(stall_other)      \
+    X(busy_mac) X(busy_vec) X(busy_dma) X(busy_noc) X(busy_hbm) X(macs) X(mac_slots) X(vec_ops)    \
+    X(stats_elems) X(stats_reads) X(bytes_hbm_rd) X(bytes_hbm_wr) X(bytes_noc) X(bytes_lmem)      \
+    X(bytes_rf) X(commands)
+
 void dlu_sim_counters_add(dlu_sim_counters *d, const dlu_sim_counters *s)
 {
-    d->cycles += s->cycles;
-    d->stall_compute += s->stall_compute;
-    d->stall_memory += s->stall_memory;
-    d->stall_network += s->stall_network;
-    d->stall_stats += s->stall_stats;
-    d->stall_other += s->stall_other;
-    d->busy_mac += s->busy_mac;
-    d->busy_vec += s->busy_vec;
-    d->busy_dma += s->busy_dma;
-    d->busy_noc += s->busy_noc;
-    d->busy_hbm += s->busy_hbm;
-    d->macs += s->macs;
-    d->mac_slots += s->mac_slots;
-    d->vec_ops += s->vec_ops;
-    d->stats_elems += s->stats_elems;
-    d->stats_reads += s->stats_reads;
-    d->bytes_hbm_rd += s->bytes_hbm_rd;
-    d->bytes_hbm_wr += s->bytes_hbm_wr;
-    d->bytes_noc += s->bytes_noc;
-    d->bytes_lmem += s->bytes_lmem;
-    d->bytes_rf += s->bytes_rf;
-    d->commands += s->commands;
+#define X(f) d->f += s->f;
+    COUNTER_FIELDS(X)
+#undef X
     for (int i = 0; i < DLU_SIM_NECOMP; i++)
         d->energy_pj[i] += s->energy_pj[i];
+}
+
+void dlu_sim_counters_sub(dlu_sim_counters *d, const dlu_sim_counters *s)
+{
+#define X(f) d->f -= s->f;
+    COUNTER_FIELDS(X)
+#undef X
+    for (int i = 0; i < DLU_SIM_NECOMP; i++)
+        d->energy_pj[i] -= s->energy_pj[i];
+}
+
+double dlu_sim_mac_utilisation(const dlu_sim_counters *c, int dpus)
+{
+    const double span = (double)c->cycles * dpus;
+    if (!c->mac_slots || span <= 0)
+        return 0;
+    return (double)c->macs / (double)c->mac_slots * (double)c->busy_mac / span;
 }
 
 double dlu_sim_counters_energy_pj(const dlu_sim_counters *c)

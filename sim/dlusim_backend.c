@@ -48,6 +48,8 @@ typedef struct sim {
     FILE *trace;
     void *scratch;
     size_t scratch_nbytes;
+    int64_t *bias;  /* bias accumulators of the GEMM in flight, grown as needed */
+    size_t bias_cap;
 } sim;
 
 #define SIM(be) ((sim *)(be)->impl)
@@ -128,6 +130,20 @@ static dlu_status time_vec(sim *s, int li, uint64_t nelem, int in_bytes, int out
 static int wide(const dlu_tensor *t) { return t->dtype == DLU_DTYPE_I16; }
 static int esz(const dlu_tensor *t) { return (int)dlu_dtype_size(t->dtype); }
 
+/* n bias accumulators (contents unspecified: the executor initialises them), kept from call
+ * to call so that a training step allocates nothing; NULL when growing fails. */
+static int64_t *bias_acc(sim *s, uint64_t n)
+{
+    if (n > s->bias_cap) {
+        int64_t *p = realloc(s->bias, (size_t)n * sizeof *p);
+        if (!p)
+            return NULL;
+        s->bias = p;
+        s->bias_cap = (size_t)n;
+    }
+    return s->bias;
+}
+
 /* The exponent a site's production uses when it is known before the run (-1 flags "to
  * be calibrated by the run"), exactly as the cpu backend decides it. */
 static int site_eo(dlu__qsite *q, int ea, int *deferred)
@@ -192,9 +208,8 @@ static dlu_status dfp_gemm(dlu_backend *be, int li, dlusim_gemm_kind kind, const
     e.gout = G;
     const int bwd_w = kind == DLUSIM_LIN_BWD_W || kind == DLUSIM_CONV_BWD_W;
     const int fwd = kind == DLUSIM_LIN_FWD || kind == DLUSIM_CONV_FWD;
-    int64_t *bias = NULL;
     if ((fwd && a->b) || (bwd_w && a->db)) {
-        bias = calloc(bwd_w ? e.M : e.N, sizeof *bias);
+        int64_t *bias = bias_acc(s, bwd_w ? e.M : e.N);
         if (!bias)
             return dlu__error(DLU_ENOMEM, "dlusim: out of memory (bias accumulators of %s)", l->name);
         if (fwd)
@@ -215,8 +230,8 @@ static dlu_status dfp_gemm(dlu_backend *be, int li, dlusim_gemm_kind kind, const
         dlu_stats_clear(&e.bias_pre);
         dlu_stats_clear(&e.bias_stats);
     }
-    const int out_bytes = G ? (dlu_format_is_dfp(e.q->fmt) ? (int)dlu_format_nbytes(e.q->fmt) : 4)
-                            : (int)dlu_format_nbytes(e.q->fmt);
+    /* a g=fp32 gradient leaves as fp32; everything else in its site's format */
+    const int out_bytes = dlu_format_is_dfp(e.q->fmt) ? (int)dlu_format_nbytes(e.q->fmt) : 4;
     dlusim_gemm g = {.M = e.M, .N = e.N, .K = e.K, .a_bytes = esz(A), .b_bytes = esz(B), .acc_bytes = e.acc_bytes,
                      .out_bytes = out_bytes, .fmt_bits = e.awide || e.bwide ? 16 : 8,
                      .bias_sum = bwd_w && a->db, .stats = 1, .calib = defer || deferb,
@@ -226,7 +241,6 @@ static dlu_status dfp_gemm(dlu_backend *be, int li, dlusim_gemm_kind kind, const
     dlu_status rc = dlusim_lower_gemm(&s->cfg, &g, li, ph, &s->st);
     if (rc == DLU_OK)
         rc = run(s, li, s->timing_only ? NULL : &e);
-    free(bias);
     if (rc != DLU_OK)
         return dlu__error_prefix(rc, "dlusim: layer '%s' (%s): ", l->name, dlu_sim_phase_name(ph));
     if (Y && !s->timing_only)
@@ -451,6 +465,7 @@ static void sim_close(dlu_backend *be)
     dlusim_stream_free(&s->st);
     free(s->layers);
     free(s->scratch);
+    free(s->bias);
     free(s);
     be->impl = NULL;
 }

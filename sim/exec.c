@@ -56,14 +56,6 @@ static uint8_t *buf_ptr(const dlusim_exec *e, uint8_t id, uint8_t *lmem, uint8_t
 
 static int out_wide(const dlu__qsite *q) { return q->fmt == DLU_FMT_DFP16; }
 
-/* The statistics the g=fp32 path records: count, zeros and histogram, no overflow. */
-static uint32_t hist_only(int64_t v, int ea)
-{
-    uint32_t info;
-    (void)dlu_dfp_requantize(v, ea, ea, 16, DLU_ROUND_NEAREST, 0, &info);
-    return info & ~(DLU_QF_OVERFLOW | DLU_QF_UNDERFLOW);
-}
-
 /* Copy kc elements src[off + t*stride] into dst[t] (same element type). */
 static void copy_strided(void *dst, const void *src, int wide, uint64_t off, uint64_t stride, uint32_t kc)
 {
@@ -250,7 +242,7 @@ static void requant_one(const dlusim_exec *e, const dlu__qsite *q, int64_t v, in
 {
     uint32_t info;
     if (!dlu_format_is_dfp(q->fmt)) {
-        dlu_stats_record(stp, hist_only(v, ea));
+        dlu_stats_record(stp, dlu_acc_hist_info(v, ea));
         ((float *)out)[o] = dlu_acc_to_f32(v, ea);
         return;
     }

@@ -654,11 +654,8 @@ static void test_stats_acc64(void)
         char params[64];
         fill_i64(a, n, rnd_int(-5, 30));
         stats_seed(&sw, (uint64_t)t);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t info;
-            dlu_dfp_requantize(a[i], ea, ea, 16, DLU_ROUND_NEAREST, 0, &info);
-            dlu_stats_record(&sw, info & ~(DLU_QF_OVERFLOW | DLU_QF_UNDERFLOW));
-        }
+        for (size_t i = 0; i < n; i++)
+            dlu_stats_record(&sw, dlu_acc_hist_info(a[i], ea));
         snprintf(params, sizeof params, "ea=%d", ea);
         for (int k = 0; k < NPATHS; k++) {
             if (!use_path(k, &skipped))

@@ -619,6 +619,22 @@ static inline DLU_HD float dlu_acc_to_f32(int64_t acc, int ea)
     return dlu__scale_pow2f((float)acc, ea);
 }
 
+/* Histogram-only statistics (the weight gradient's with --format ...,g=fp32, where no
+ * integer is produced): of a status word, the part they keep -- count, zeros and the bin,
+ * not overflow or underflow -- and the status word of an accumulator acc at exponent ea,
+ * as a requantization at eo = ea would record it. */
+static inline DLU_HD uint32_t dlu_qf_hist_only(uint32_t info)
+{
+    return info & ~(DLU_QF_OVERFLOW | DLU_QF_UNDERFLOW);
+}
+
+static inline DLU_HD uint32_t dlu_acc_hist_info(int64_t acc, int ea)
+{
+    uint32_t info;
+    (void)dlu_dfp_requantize(acc, ea, ea, 16, DLU_ROUND_NEAREST, 0, &info);
+    return dlu_qf_hist_only(info);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Tensor helpers: quantize / requantize / dequantize n elements                        */
 /* ------------------------------------------------------------------------------------ */

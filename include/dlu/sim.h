@@ -72,8 +72,12 @@ typedef struct dlu_sim_counters {
     double energy_pj[DLU_SIM_NECOMP];
 } dlu_sim_counters;
 
-/* dst += src, field by field. */
+/* dst += src, and dst -= src (src counted within dst, e.g. an earlier snapshot), field by field. */
 void dlu_sim_counters_add(dlu_sim_counters *dst, const dlu_sim_counters *src);
+void dlu_sim_counters_sub(dlu_sim_counters *dst, const dlu_sim_counters *src);
+/* MAC utilisation in [0, 1]: the MACs done over what the MAC arrays of all `dpus` DPUs could
+ * have done in the span's cycles, at the rates of the formats actually used. */
+double dlu_sim_mac_utilisation(const dlu_sim_counters *c, int dpus);
 double dlu_sim_counters_energy_pj(const dlu_sim_counters *c); /* sum over components */
 
 /* 1 when be is a dlusim backend. */

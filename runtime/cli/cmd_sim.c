@@ -54,15 +54,7 @@ typedef struct units {
 
 static double pct(uint64_t a, double b) { return b > 0 ? 100.0 * (double)a / b : 0.0; }
 
-/* MAC utilisation: the MACs done over what every DPU's MAC array could have done in the
- * span, at the rate of the formats actually used. */
-static double mac_util(const dlu_sim_counters *c, const units *u)
-{
-    const double span = (double)c->cycles * u->dpu;
-    if (!c->mac_slots || span <= 0)
-        return 0;
-    return (double)c->macs / (double)c->mac_slots * (double)c->busy_mac / span;
-}
+static double mac_util(const dlu_sim_counters *c, const units *u) { return dlu_sim_mac_utilisation(c, (int)u->dpu); }
 
 /* The per-step figures of one counter set, as JSON. */
 static json_t *counters_json(const dlu_sim_counters *c, int steps, double hz, const units *u)

@@ -73,9 +73,7 @@ static void print_sim(const char *what, const dlu_sim_counters *c, double hz, co
     const double e = dlu_sim_counters_energy_pj(c) * 1e-12;
     int dpus, channels;
     dlu_sim_unit_counts(be, &dpus, &channels);
-    /* MACs done over what every DPU could have done in the span */
-    const double span = (double)c->cycles * dpus;
-    const double util = c->mac_slots && span > 0 ? (double)c->macs / (double)c->mac_slots * (double)c->busy_mac / span : 0;
+    const double util = dlu_sim_mac_utilisation(c, dpus);
     printf("%s: %llu cycles, %.6g s at %.0f MHz, %.6g J, MAC utilisation %.1f%%\n", what,
            (unsigned long long)c->cycles, (double)c->cycles / hz, hz * 1e-6, e, 100.0 * util);
 }
@@ -98,14 +96,7 @@ static void sim_epoch(progress_state *ps, int epoch, double acc, int64_t steps)
     if (dlu_sim_totals(ps->be, &now) != DLU_OK)
         return;
     d = now;
-    d.cycles -= ps->prev.cycles;
-    d.macs -= ps->prev.macs;
-    d.mac_slots -= ps->prev.mac_slots;
-    d.busy_mac -= ps->prev.busy_mac;
-    d.bytes_hbm_rd -= ps->prev.bytes_hbm_rd;
-    d.bytes_hbm_wr -= ps->prev.bytes_hbm_wr;
-    for (int i = 0; i < DLU_SIM_NECOMP; i++)
-        d.energy_pj[i] -= ps->prev.energy_pj[i];
+    dlu_sim_counters_sub(&d, &ps->prev);
     ps->prev = now;
     const double hz = dlu_sim_clock_hz(ps->be);
     char what[64];

@@ -764,7 +764,7 @@ static dlu_status requant(const void *acc, int is32, size_t n, int ea, int eo, d
                 if (st && q_out)
                     dlu_stats_record(st, info);
                 else if (st)
-                    dlu_stats_record(st, info & ~(DLU_QF_OVERFLOW | DLU_QF_UNDERFLOW));
+                    dlu_stats_record(st, dlu_qf_hist_only(info));
             }
             continue;
         }
