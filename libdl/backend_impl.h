@@ -136,6 +136,13 @@ typedef struct dlu__backend_vtbl {
                            dlu__qsite *site, uint64_t seed, uint32_t step);
     dlu_status (*sgd_step)(struct dlu_backend *be, const dlu__sgd_args *a);
     dlu_status (*adam_step)(struct dlu_backend *be, const dlu__adam_args *a);
+    /* Optional, for backends that are not host-visible (NULL: the host gathers each batch
+     * and uploads it). A data set resident in this backend's memory -- images u8 (count,
+     * in) and labels u8 (count), the IDX bytes -- and idx (n) int64 sample numbers, also
+     * in its memory: x (n, in) f32 = images[idx[i]][j] / 255.0f (a true division, as
+     * dlu_dataset_gather does) and y (n) i32 = labels[idx[i]]. */
+    dlu_status (*gather)(struct dlu_backend *be, const void *images, const void *labels, int64_t in,
+                         const int64_t *idx, int n, dlu_tensor *x, dlu_tensor *y);
 } dlu__backend_vtbl;
 
 struct dlu_backend {

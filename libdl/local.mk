@@ -44,10 +44,40 @@ libdlu_la_SOURCES = \
 	libdl/backend/cpu/cpu_quant.h \
 	libdl/backend/cpu/igemm.c \
 	libdl/backend/cpu/igemm.h \
-	libdl/backend/cpu/cpu_misc.c \
-	libdl/backend/cuda/cuda_stub.c
+	libdl/backend/cpu/cpu_misc.c
+
+# The cuda backend: its host code is C, its kernels CUDA C++ compiled by nvcc through
+# libtool (scripts/nvcc-libtool.sh). Without the toolkit a stub says it is absent.
+if HAVE_CUDA
+libdlu_la_SOURCES += \
+	libdl/backend/cuda/cuda_impl.h \
+	libdl/backend/cuda/cuda_backend.c \
+	libdl/backend/cuda/cuda_optim.cu \
+	libdl/backend/cuda/cuda_data.cu \
+	libdl/backend/cuda/cuda_fp32.cu \
+	libdl/backend/cuda/cuda_quant.h \
+	libdl/backend/cuda/cuda_quant.cu \
+	libdl/backend/cuda/cuda_igemm.h \
+	libdl/backend/cuda/cuda_igemm.cu \
+	libdl/backend/cuda/cuda_dfp.cu
+else
+libdlu_la_SOURCES += libdl/backend/cuda/cuda_stub.c
+endif
+EXTRA_DIST += scripts/nvcc-libtool.sh
+
+SUFFIXES = .cu
+NVCC_FLAGS = -std=c++17 -O3 -fmad=false $(NVCC_GENCODE) -Xcompiler=-ffp-contract=off \
+	-Xcompiler=-fvisibility=default --expt-relaxed-constexpr
+.cu.o:
+	$(AM_V_CC)$(NVCC) $(NVCC_FLAGS) $(DEFS) $(DEFAULT_INCLUDES) $(INCLUDES) $(AM_CPPFLAGS) $(CPPFLAGS) $(CUDA_CFLAGS) \
+	  $(NVCCFLAGS) -c -o $@ $<
+.cu.lo:
+	$(AM_V_CC)$(LIBTOOL) $(AM_V_lt) --tag=CC --mode=compile $(SHELL) $(top_srcdir)/scripts/nvcc-libtool.sh \
+	  $(NVCC) $(NVCC_FLAGS) $(DEFS) $(DEFAULT_INCLUDES) $(INCLUDES) $(AM_CPPFLAGS) $(CPPFLAGS) $(CUDA_CFLAGS) \
+	  $(NVCCFLAGS) -c -o $@ $<
 
 libdlu_la_CPPFLAGS = $(AM_CPPFLAGS) $(OPENBLAS_CFLAGS) $(GSL_CFLAGS) $(ZLIB_CFLAGS) $(INIH_CFLAGS) \
-	$(JANSSON_CFLAGS) $(CRYPTO_CFLAGS)
-libdlu_la_LIBADD = $(OPENBLAS_LIBS) $(GSL_LIBS) $(ZLIB_LIBS) $(INIH_LIBS) $(JANSSON_LIBS) $(CRYPTO_LIBS) -lpthread -lm
+	$(JANSSON_CFLAGS) $(CRYPTO_CFLAGS) $(CUDA_CFLAGS)
+libdlu_la_LIBADD = $(OPENBLAS_LIBS) $(GSL_LIBS) $(ZLIB_LIBS) $(INIH_LIBS) $(JANSSON_LIBS) $(CRYPTO_LIBS) \
+	$(CUDA_LIBS) -lpthread -lm
 libdlu_la_LDFLAGS = -version-info 0:0:0

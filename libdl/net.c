@@ -582,8 +582,13 @@ dlu_status dlu_net_backward(dlu_net *net)
         if (s != DLU_OK)
             return dlu__error_prefix(s, "layer [%s] backward: ", a.l->name);
     }
-    if (net->dfp)
+    if (net->dfp) {
+        /* A device backend delivers the statistics of the step at its sync. */
+        dlu_status s = net->be->vt->sync(net->be);
+        if (s != DLU_OK)
+            return dlu__error_prefix(s, "net %s: finishing the step: ", net->name);
         sites_update(net); /* delayed scaling: this step's statistics set the next step's exponents */
+    }
     return DLU_OK;
 }
 

@@ -42,6 +42,22 @@ void dlu_train_cfg_default(dlu_train_cfg *cfg)
     dlu_scale_cfg_default(&cfg->scale);
 }
 
+/* Where batches come from. Backends whose memory the host can read (cpu, dlusim) get each
+ * batch gathered on the host and copied in. A device backend with a gather kernel
+ * (vt->gather: cuda) gets the data set once, as the IDX bytes, and the sample order once
+ * per epoch; each batch is then gathered and converted to fp32 on the device. The order
+ * is still drawn on the host (GSL), so every backend sees the same samples in the same
+ * order. */
+typedef struct batcher {
+    dlu_backend *be;
+    const dlu_dataset *ds;
+    int64_t n, in;
+    float *xh;               /* (batch, in) host staging (host path) */
+    int32_t *yh;             /* (batch) */
+    void *images, *labels;   /* device copies (device path), else NULL */
+    int64_t *order;          /* (n) device sample order (device path) */
+} batcher;
+
 typedef struct trainer {
     dlu_net *net;
     dlu_backend *be;
@@ -54,8 +70,7 @@ typedef struct trainer {
     int64_t step, epoch, pos, steps_per_epoch;
     double loss_sum;
     int64_t loss_n;
-    float *xh;          /* (batch, C*H*W) host staging */
-    int32_t *yh;        /* (batch) */
+    batcher data;       /* where the batches come from */
     dlu_tensor *x, *y;  /* on the backend */
 } trainer;
 
@@ -454,45 +469,87 @@ static dlu_status check_data(const dlu_net *net, const dlu_dataset *ds, const ch
     return DLU_OK;
 }
 
-/* Upload n samples (host staging buffers) into the backend tensors. */
-static dlu_status upload_batch(dlu_backend *be, dlu_tensor *x, dlu_tensor *y, const float *xh, const int32_t *yh,
-                               int n, int64_t in)
+static dlu_status batcher_open(batcher *b, dlu_backend *be, const dlu_dataset *ds, int batch)
 {
-    DLU__TRY(be->vt->upload(be, x->data, xh, (size_t)n * in * sizeof *xh));
-    return be->vt->upload(be, y->data, yh, (size_t)n * sizeof *yh);
+    int c, h, w;
+    dlu_dataset_shape(ds, &c, &h, &w);
+    *b = (batcher){.be = be, .ds = ds, .n = dlu_dataset_count(ds), .in = (int64_t)c * h * w};
+    if (be->vt->gather && !be->vt->host_visible) {
+        const size_t ni = (size_t)b->n * (size_t)b->in, nl = (size_t)b->n, no = (size_t)b->n * sizeof(int64_t);
+        DLU__TRY(be->vt->alloc(be, ni, &b->images));
+        DLU__TRY(be->vt->alloc(be, nl, &b->labels));
+        DLU__TRY(be->vt->alloc(be, no, (void **)&b->order));
+        DLU__TRY(be->vt->upload(be, b->images, dlu_dataset_images(ds), ni));
+        return be->vt->upload(be, b->labels, dlu_dataset_labels(ds), nl);
+    }
+    b->xh = malloc((size_t)batch * (size_t)b->in * sizeof *b->xh);
+    b->yh = malloc((size_t)batch * sizeof *b->yh);
+    if (!b->xh || !b->yh)
+        return dlu__error(DLU_ENOMEM, "out of memory for a batch of %d samples", batch);
+    return DLU_OK;
+}
+
+static void batcher_close(batcher *b)
+{
+    if (b->images)
+        b->be->vt->free(b->be, b->images);
+    if (b->labels)
+        b->be->vt->free(b->be, b->labels);
+    if (b->order)
+        b->be->vt->free(b->be, b->order);
+    free(b->xh);
+    free(b->yh);
+    memset(b, 0, sizeof *b);
+}
+
+/* The sample order (n indices) the next batches index into. */
+static dlu_status batcher_order(batcher *b, const int64_t *order)
+{
+    return b->order ? b->be->vt->upload(b->be, b->order, order, (size_t)b->n * sizeof *order) : DLU_OK;
+}
+
+/* Samples order[b0 .. b0+nb) into x (nb, in) f32 and y (nb) i32 on the backend. */
+static dlu_status batcher_fill(batcher *b, const int64_t *order, int64_t b0, int nb, dlu_tensor *x, dlu_tensor *y)
+{
+    if (b->order)
+        return b->be->vt->gather(b->be, b->images, b->labels, b->in, b->order + b0, nb, x, y);
+    DLU__TRY(dlu_dataset_gather(b->ds, order + b0, nb, b->xh, b->yh));
+    DLU__TRY(b->be->vt->upload(b->be, x->data, b->xh, (size_t)nb * b->in * sizeof *b->xh));
+    return b->be->vt->upload(b->be, y->data, b->yh, (size_t)nb * sizeof *b->yh);
 }
 
 dlu_status dlu_evaluate(dlu_net *net, const dlu_dataset *ds, double *accuracy, double *loss)
 {
     DLU__TRY(check_data(net, ds, "evaluation"));
-    int c, h, w;
-    dlu_net_input_shape(net, &c, &h, &w);
-    const int64_t in = (int64_t)c * h * w, n = dlu_dataset_count(ds);
+    const int64_t n = dlu_dataset_count(ds);
     const int mb = dlu_net_max_batch(net);
     dlu_backend *be = dlu_net_backend(net);
-    float *xh = malloc((size_t)mb * in * sizeof *xh);
-    int32_t *yh = malloc((size_t)mb * sizeof *yh);
-    int64_t *idx = malloc((size_t)mb * sizeof *idx);
+    int64_t *idx = malloc((size_t)n * sizeof *idx);
+    batcher bt = {0};
     dlu_tensor *x = NULL, *y = NULL;
-    int64_t xs[2] = {mb, in}, ys[1] = {mb};
-    dlu_status s = (!xh || !yh || !idx) ? dlu__error(DLU_ENOMEM, "evaluate: out of memory") : DLU_OK;
+    dlu_status s = !idx ? dlu__error(DLU_ENOMEM, "evaluate: out of memory") : DLU_OK;
+    if (s == DLU_OK)
+        s = batcher_open(&bt, be, ds, mb);
+    int64_t xs[2] = {mb, bt.in}, ys[1] = {mb};
     if (s == DLU_OK)
         s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &x);
     if (s == DLU_OK)
         s = dlu_tensor_new_on(be, DLU_DTYPE_I32, 1, ys, &y);
+    for (int64_t k = 0; s == DLU_OK && k < n; k++)
+        idx[k] = k;
+    if (s == DLU_OK)
+        s = batcher_order(&bt, idx);
     double lsum = 0.0;
     int64_t correct = 0;
     for (int64_t b0 = 0; b0 < n && s == DLU_OK; b0 += mb) {
         int nb = (int)(n - b0 < mb ? n - b0 : mb);
-        for (int k = 0; k < nb; k++)
-            idx[k] = b0 + k;
-        s = dlu_dataset_gather(ds, idx, nb, xh, yh);
-        if (s == DLU_OK)
-            s = upload_batch(be, x, y, xh, yh, nb, in);
+        s = batcher_fill(&bt, idx, b0, nb, x, y);
         double l = 0.0;
         int64_t cor = 0;
         if (s == DLU_OK)
             s = dlu_net_forward(net, x, y, nb, &l, &cor);
+        if (s == DLU_OK)
+            s = dlu_backend_sync(be); /* a device backend delivers the loss and count here */
         lsum += l * nb;
         correct += cor;
     }
@@ -503,8 +560,7 @@ dlu_status dlu_evaluate(dlu_net *net, const dlu_dataset *ds, double *accuracy, d
     }
     dlu_tensor_free(x);
     dlu_tensor_free(y);
-    free(xh);
-    free(yh);
+    batcher_close(&bt);
     free(idx);
     return s;
 }
@@ -538,8 +594,7 @@ static void trainer_free(trainer *t)
     if (t->rng)
         gsl_rng_free(t->rng);
     free(t->perm);
-    free(t->xh);
-    free(t->yh);
+    batcher_close(&t->data);
     dlu_tensor_free(t->x);
     dlu_tensor_free(t->y);
 }
@@ -581,11 +636,11 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
     if (s == DLU_OK) {
         t.rng = gsl_rng_alloc(gsl_rng_mt19937);
         t.perm = malloc((size_t)t.n * sizeof *t.perm);
-        t.xh = malloc((size_t)cfg->batch * in * sizeof *t.xh);
-        t.yh = malloc((size_t)cfg->batch * sizeof *t.yh);
-        if (!t.rng || !t.perm || !t.xh || !t.yh)
+        if (!t.rng || !t.perm)
             s = dlu__error(DLU_ENOMEM, "train: out of memory");
     }
+    if (s == DLU_OK)
+        s = batcher_open(&t.data, be, train, cfg->batch);
     int64_t xs[2] = {cfg->batch, in}, ys[1] = {cfg->batch};
     if (s == DLU_OK)
         s = dlu_tensor_new_on(be, DLU_DTYPE_F32, 2, xs, &t.x);
@@ -618,15 +673,14 @@ dlu_status dlu_train(dlu_net *net, dlu_backend *be, const dlu_dataset *train, co
             t.loss_sum = 0.0;
             t.loss_n = 0;
         }
+        s = batcher_order(&t.data, t.perm); /* this epoch's order (also after a resume) */
         while (s == DLU_OK && t.pos < t.steps_per_epoch && t.step < limit) {
             uint64_t t0 = dlu__now_ns(), g0 = be->prof.gemm_ns;
             int64_t b0 = t.pos * cfg->batch;
             int nb = (int)(t.n - b0 < cfg->batch ? t.n - b0 : cfg->batch);
             double loss = 0.0;
             dlu_net_set_step(net, cfg->seed, (uint32_t)t.step);
-            s = dlu_dataset_gather(train, t.perm + b0, nb, t.xh, t.yh);
-            if (s == DLU_OK)
-                s = upload_batch(be, t.x, t.y, t.xh, t.yh, nb, in);
+            s = batcher_fill(&t.data, t.perm, b0, nb, t.x, t.y);
             if (s == DLU_OK)
                 s = dlu_net_forward(net, t.x, t.y, nb, &loss, NULL);
             if (s == DLU_OK)

@@ -74,3 +74,7 @@ tests_test_lower_SOURCES = tests/test_lower.c
 tests_test_lower_CPPFLAGS = $(tests_cflags)
 tests_test_lower_LDADD = $(tests_ldadd)
 EXTRA_DIST += tests/test_dlusim.sh tests/test_dfp_dlusim.sh
+
+# the cuda backend on a real GPU (skipped, 77, without one)
+TESTS += tests/test_cuda.sh
+EXTRA_DIST += tests/test_cuda.sh

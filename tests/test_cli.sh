@@ -124,6 +124,10 @@ else
     expect_fail 1 "device 'cuda'" "$DLU" train --net "$MLP" --data "$D" $T --device cuda
     expect_fail 1 "device 'cuda:0'" "$DLU" eval --net "$MLP" --data "$D" --weights x --device cuda:0
 fi
+if ! "$DLU" info | grep -q '^ *cuda .*no CUDA backend'; then # built in, GPU or not
+    expect_fail 2 "the device index must be a number" "$DLU" train --net "$MLP" --data "$D" $T --device cuda:abc
+    expect_fail 2 "the device index must be a number" "$DLU" train --net "$MLP" --data "$D" $T --device cuda:-1
+fi
 if "$DLU" info | grep -q '^  dlusim  built in'; then
     expect_fail 2 "x.ini" "$DLU" train --net "$MLP" --data "$D" $T --device dlusim:x.ini
 else

@@ -14,8 +14,12 @@
  * Every output a kernel must overwrite is filled with NaN before the call, so a kernel
  * that accumulates into it, or skips part of it, fails.
  *
- * What it is not: a comparison of other backends with this one, nor a test of the net's
- * shape inference and buffers (test_net.c does those).
+ * With a device argument (test_ops cuda) it checks that device instead, against the cpu:
+ * every op forward and backward on both with the same inputs, bit for bit where the
+ * contract says so and within a declared tolerance elsewhere (section 7, XTOL), and the
+ * optimizer updates bit for bit. It exits 77 (skipped) when the device is absent.
+ *
+ * What it is not: a test of the net's shape inference and buffers (test_net.c does those).
  *
  * Random values come from GSL's MT19937 with a fixed seed per test, so a failure
  * reproduces; a failing check prints one line naming the case and its first bad index. */
@@ -1341,6 +1345,623 @@ static void test_adam_exact(void)
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* 7. test_ops DEVICE: every op on DEVICE against the cpu, with the same inputs          */
+/* ------------------------------------------------------------------------------------ */
+/* DEVICE's memory need not be host-visible (cuda): its tensors are filled and read with
+ * dlu_tensor_write/dlu_tensor_read only, and the backend is synced after every kernel call
+ * (the sync is also what delivers softmax_xent's loss and correct count). The cpu run uses
+ * the op_run helpers above (be is the cpu).
+ *
+ * Exact (bit for bit, NaN payloads included): relu, maxpool (y, argmax, dx), flatten,
+ * softmax_xent (probabilities, the loss as a double, the correct count, dx), the optimizer
+ * updates. Within XTOL: linear, conv2d, avgpool (y, dx, dW, db).
+ *
+ * XTOL. Per element |dev - cpu| <= XTOL * S, S the sum of the absolute values of the terms
+ * of that output (products, bias, window cells; in double from the inputs). The two
+ * backends add the same fp32 terms in different orders (cuBLAS's tiles, OpenBLAS's blocks,
+ * with or without FMA). The worst-case bound, gamma_K * S with gamma_K ~ K * 2^-24, is far
+ * too loose to catch anything at large K; but the rounding errors of terms with random
+ * signs add up like a random walk, and relative to S they do not grow with K. A plain
+ * sequential fp32 sum -- the least accurate order a GEMM can take -- differs from OpenBLAS
+ * on these very cases by at most 1.1e-6 S (measured; the mixed magnitudes 2^-4..2^4 let the
+ * largest products dominate), so XTOL = 1e-5 leaves a factor of 9 over it; cuBLAS's blocked
+ * sums with FMA are more accurate still. A real bug -- a missing, doubled or misplaced term,
+ * a wrong stride, a chunk summed twice or not at all -- moves outputs by whole terms, on
+ * average S / K, and with K <= 20,480 here that is at least 4.9e-5 S, five times XTOL at the
+ * largest K and thousands of times at the usual ones. S = 0 (an output that reads padding
+ * only, without bias) demands exact zeros. */
+#define XTOL 1e-5
+
+static dlu_backend *dev;        /* the backend under test; be is the cpu */
+static const char *dev_name;
+
+static dlu_tensor *dnew_like(const dlu_tensor *t)
+{
+    if (!t)
+        return NULL;
+    int64_t shape[DLU_MAX_DIMS];
+    const int nd = dlu_tensor_ndim(t);
+    for (int i = 0; i < nd; i++)
+        shape[i] = dlu_tensor_dim(t, i);
+    dlu_tensor *out = NULL;
+    dlu_status s = dlu_tensor_new_on(dev, dlu_tensor_dtype(t), nd, shape, &out);
+    if (s != DLU_OK)
+        printf("\n    dlu_tensor_new_on(%s): %s\n", dev_name, dlu_last_error());
+    CU_ASSERT_FATAL(s == DLU_OK);
+    return out;
+}
+
+static void dput(dlu_tensor *d, const void *host)
+{
+    if (!d)
+        return;
+    dlu_status s = dlu_tensor_write(d, host, dlu_tensor_nbytes(d));
+    if (s != DLU_OK) {
+        printf("\n    dlu_tensor_write(%s): %s\n", dev_name, dlu_last_error());
+        CU_FAIL_FATAL("tensor upload");
+    }
+}
+
+static void dget(const dlu_tensor *d, void *host)
+{
+    dlu_status s = dlu_tensor_read(d, host, dlu_tensor_nbytes(d));
+    if (s != DLU_OK) {
+        printf("\n    dlu_tensor_read(%s): %s\n", dev_name, dlu_last_error());
+        CU_FAIL_FATAL("tensor download");
+    }
+}
+
+/* A host copy of a device tensor (caller frees). */
+static void *dcopy(const dlu_tensor *d)
+{
+    void *h = xmalloc(dlu_tensor_nbytes(d));
+    dget(d, h);
+    return h;
+}
+
+/* Fill a device tensor with a pattern: fp32 words `bits` (a NaN by default), int32 -7. */
+static void dput_pattern(dlu_tensor *d, uint32_t bits)
+{
+    if (!d)
+        return;
+    const int64_t n = dlu_tensor_nelem(d);
+    uint32_t *h = xmalloc((size_t)n * sizeof *h);
+    for (int64_t i = 0; i < n; i++)
+        h[i] = dlu_tensor_dtype(d) == DLU_DTYPE_I32 ? (uint32_t)-7 : bits;
+    dput(d, h);
+    free(h);
+}
+#define GARBAGE 0x7FC0DEADu  /* a quiet NaN no kernel produces */
+#define SENTINEL 0x7FA5A5A5u /* another: what an untouched output still holds */
+
+/* The kernel through DEVICE's table, then the sync that completes it. */
+static dlu_status dev_call(dlu__kernel_fn fn, const dlu__op_args *a)
+{
+    if (!fn)
+        return DLU_EUNSUPPORTED;
+    dlu_status s = fn(dev, a);
+    return s == DLU_OK ? dlu_backend_sync(dev) : s;
+}
+
+typedef struct xrun {
+    op_run c;                                      /* the cpu's tensors and workspace */
+    dlu_tensor *x, *y, *dy, *dx, *w, *dw, *b, *db; /* DEVICE's, same shapes */
+    dlu_tensor *aux, *labels;
+    void *ws;
+} xrun;
+
+static void xrun_init(xrun *R, const dlu__layer *l, int n)
+{
+    memset(R, 0, sizeof *R);
+    run_init(&R->c, l, n);
+    R->x = dnew_like(R->c.x), R->y = dnew_like(R->c.y), R->dy = dnew_like(R->c.dy), R->dx = dnew_like(R->c.dx);
+    R->w = dnew_like(R->c.w), R->dw = dnew_like(R->c.dw), R->b = dnew_like(R->c.b), R->db = dnew_like(R->c.db);
+    R->aux = dnew_like(R->c.aux), R->labels = dnew_like(R->c.labels);
+    const size_t ws = dev->vt->ws_nbytes(l, n, 0);
+    if (ws)
+        CU_ASSERT_FATAL(dev->vt->alloc(dev, ws, &R->ws) == DLU_OK);
+}
+
+static void xrun_free(xrun *R)
+{
+    dlu_tensor *t[] = {R->x, R->y, R->dy, R->dx, R->w, R->dw, R->b, R->db, R->aux, R->labels};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        dlu_tensor_free(t[i]);
+    if (R->ws)
+        dev->vt->free(dev, R->ws);
+    run_free(&R->c);
+    memset(R, 0, sizeof *R);
+}
+
+/* The cpu's inputs (x, w, b, dy, labels) onto DEVICE. */
+static void xrun_upload(xrun *R)
+{
+    dput(R->x, fp(R->c.x)), dput(R->dy, fp(R->c.dy));
+    if (R->w)
+        dput(R->w, fp(R->c.w));
+    if (R->b)
+        dput(R->b, fp(R->c.b));
+    if (R->labels)
+        dput(R->labels, ip(R->c.labels));
+}
+
+static dlu_status dev_fwd(xrun *R, double *loss, int64_t *correct)
+{
+    dput_pattern(R->y, GARBAGE);
+    dput_pattern(R->aux, GARBAGE);
+    dlu__op_args a;
+    memset(&a, 0, sizeof a);
+    a.l = &R->c.l, a.n = R->c.n, a.x = R->x, a.y = R->y, a.w = R->w, a.b = R->b;
+    a.aux = R->aux, a.labels = R->labels, a.loss = loss, a.correct = correct, a.ws = R->ws;
+    return dev_call(dev->vt->forward[R->c.l.op], &a);
+}
+
+static dlu_status dev_bwd(xrun *R, int with_dx)
+{
+    dput_pattern(R->dw, GARBAGE);
+    dput_pattern(R->db, GARBAGE);
+    if (with_dx)
+        dput_pattern(R->dx, GARBAGE);
+    dlu__op_args a;
+    memset(&a, 0, sizeof a);
+    a.l = &R->c.l, a.n = R->c.n, a.x = R->x, a.y = R->y, a.w = R->w, a.b = R->b;
+    a.dy = R->c.l.op == DLU_OP_SOFTMAX_XENT ? NULL : R->dy;
+    a.dx = with_dx ? R->dx : NULL;
+    a.dw = R->dw, a.db = R->db, a.aux = R->aux, a.labels = R->labels, a.ws = R->ws;
+    return dev_call(dev->vt->backward[R->c.l.op], &a);
+}
+
+/* DEVICE's got vs the cpu's want: |got - want| <= XTOL * S[i]. */
+static int cmp_xtol(int line, const char *what, const float *got, const float *want, const double *S, int64_t n)
+{
+    int64_t bad = 0, first = -1;
+    double worst = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double err = fabs((double)got[i] - (double)want[i]);
+        if (!(err <= XTOL * S[i])) {
+            if (first < 0)
+                first = i;
+            bad++;
+        } else if (S[i] > 0.0) {
+            worst = fmax(worst, err / S[i]);
+        }
+    }
+    if (bad)
+        printf("\n    FAIL %s: first at [%" PRId64 "]: cpu %.9g, %s %.9g (|diff| %.3g > %g * S = %.3g); %" PRId64
+               " of %" PRId64 " outside\n",
+               what, first, want[first], dev_name, got[first], fabs((double)got[first] - want[first]), XTOL,
+               XTOL * S[first], bad, n);
+    check_at(!bad, line, "%s (largest |diff| / S %.2g)", what, worst);
+    return !bad;
+}
+#define CMP_XTOL(what, got, want, S, n) cmp_xtol(__LINE__, what, got, want, S, n)
+
+static int op_exact(dlu_op op)
+{
+    return op == DLU_OP_RELU || op == DLU_OP_MAXPOOL || op == DLU_OP_FLATTEN || op == DLU_OP_SOFTMAX_XENT;
+}
+
+/* Sums of |terms| of the backward outputs of linear and avgpool (conv2d: ref_conv2d_bwd). */
+static void abs_linear_bwd(const dlu__layer *l, int n, const double *x, const double *w, const double *dy,
+                           double *dxa, double *dwa, double *dba)
+{
+    const int64_t in = l->in_size, out = l->out;
+    for (int64_t i = 0; i < n * in; i++)
+        dxa[i] = 0.0;
+    for (int64_t i = 0; i < out * in; i++)
+        dwa[i] = 0.0;
+    for (int64_t j = 0; j < out; j++)
+        dba[j] = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int64_t j = 0; j < out; j++) {
+            const double g = fabs(dy[i * out + j]);
+            dba[j] += g;
+            for (int64_t k = 0; k < in; k++) {
+                dxa[i * in + k] += g * fabs(w[j * in + k]);
+                dwa[j * in + k] += g * fabs(x[i * in + k]);
+            }
+        }
+}
+
+static void abs_avgpool_bwd(const dlu__layer *l, int n, const double *dy, double *dxa)
+{
+    const int H = l->in_h, W = l->in_w, Ho = l->out_h, Wo = l->out_w, k = l->kernel;
+    for (int64_t i = 0; i < (int64_t)n * l->in_size; i++)
+        dxa[i] = 0.0;
+    for (int64_t pl = 0; pl < (int64_t)n * l->in_c; pl++)
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++)
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        int iy = oy * l->stride - l->pad + ky, ix = ox * l->stride - l->pad + kx;
+                        if (iy >= 0 && iy < H && ix >= 0 && ix < W)
+                            dxa[pl * H * W + iy * W + ix] += fabs(dy[(pl * Ho + oy) * Wo + ox]) / (k * k);
+                    }
+}
+
+/* Special fp32 values the exact ops must pass through unchanged (relu maps NaN to 0). */
+static float special(gsl_rng *r)
+{
+    static const uint32_t sp[] = {0x7FC00000u, 0xFFC00001u, 0x7F800000u, 0xFF800000u, 0x80000000u,
+                                  0x00000000u, 0x00000001u, 0x807FFFFFu, 0x7F7FFFFFu};
+    float f;
+    memcpy(&f, &sp[gsl_rng_uniform_int(r, sizeof sp / sizeof sp[0])], sizeof f);
+    return f;
+}
+
+/* The inputs of a cross-check: mixed magnitudes; the exact ops also get special values
+ * (relu, flatten) or ties from a few levels and some -Inf (maxpool); softmax_xent logits
+ * in (-4, 4), half the rows made correct, one row in 16 with a NaN or +Inf. */
+static void xfill(gsl_rng *rng, xrun *R)
+{
+    const dlu__layer *l = &R->c.l;
+    const int n = R->c.n;
+    const int64_t nx = (int64_t)n * l->in_size, ny = (int64_t)n * l->out_size;
+    float *x = fp(R->c.x);
+    for (int64_t i = 0; i < nx; i++) {
+        switch (l->op) {
+        case DLU_OP_RELU:
+        case DLU_OP_FLATTEN:
+            x[i] = gsl_rng_uniform(rng) < 0.05 ? special(rng) : mixed(rng);
+            break;
+        case DLU_OP_MAXPOOL:
+            x[i] = gsl_rng_uniform(rng) < 0.02 ? -INFINITY : (float)(0.5 * irand(rng, -3, 3));
+            break;
+        case DLU_OP_SOFTMAX_XENT:
+            x[i] = uni(rng, 4.0);
+            break;
+        default:
+            x[i] = mixed(rng);
+        }
+    }
+    if (l->op == DLU_OP_SOFTMAX_XENT) {
+        const int C = (int)l->in_size;
+        for (int i = 0; i < n; i++) {
+            ip(R->c.labels)[i] = irand(rng, 0, C - 1);
+            if (i % 2 == 0)
+                x[(int64_t)i * C + ip(R->c.labels)[i]] += 8.0f;
+            if (i % 16 == 5)
+                x[(int64_t)i * C + irand(rng, 0, C - 1)] = i % 32 == 5 ? NAN : INFINITY;
+        }
+    }
+    for (int64_t i = 0; R->c.w && i < dlu_tensor_nelem(R->c.w); i++)
+        fp(R->c.w)[i] = mixed(rng);
+    for (int64_t i = 0; R->c.b && i < dlu_tensor_nelem(R->c.b); i++)
+        fp(R->c.b)[i] = mixed(rng);
+    for (int64_t i = 0; i < ny; i++)
+        fp(R->c.dy)[i] = mixed(rng);
+    xrun_upload(R);
+}
+
+/* One layer forward and backward on the cpu and on DEVICE with the same inputs; DEVICE's
+ * outputs against the cpu's (exact or within XTOL), the same bits when DEVICE runs again,
+ * and with dx = NULL: dx untouched, dW and db the same. */
+static void xcase(gsl_rng *rng, const dlu__layer *layer, int n)
+{
+    xrun R;
+    char name[160], what[240];
+    describe(layer, n, name, sizeof name);
+    xrun_init(&R, layer, n);
+    const dlu__layer *l = &R.c.l;
+    const dlu_op op = l->op;
+    const int64_t nx = (int64_t)n * l->in_size, ny = (int64_t)n * l->out_size;
+    const int64_t nw = R.w ? dlu_tensor_nelem(R.w) : 0, nb = R.b ? dlu_tensor_nelem(R.b) : 0;
+    xfill(rng, &R);
+
+    /* forward */
+    double loss_c = NAN, loss_d = NAN;
+    int64_t corr_c = -1, corr_d = -1;
+    run_fwd(&R.c, &loss_c, &corr_c);
+    dlu_status s = dev_fwd(&R, &loss_d, &corr_d);
+    if (s != DLU_OK)
+        printf("\n    FAIL %s: %s forward: %s: %s\n", name, dev_name, dlu_strerror(s), dlu_last_error());
+    CHECK(s == DLU_OK, "%s: %s forward returns DLU_OK", name, dev_name);
+    if (s != DLU_OK) {
+        xrun_free(&R);
+        return;
+    }
+    /* the output to run twice: y, or softmax_xent's probabilities (it writes no y) */
+    dlu_tensor *out = op == DLU_OP_SOFTMAX_XENT ? R.aux : R.y;
+    const int64_t nout = op == DLU_OP_SOFTMAX_XENT ? nx : ny;
+    float *y = dcopy(out);
+    if (op == DLU_OP_SOFTMAX_XENT) {
+        snprintf(what, sizeof what, "%s: %s probabilities = cpu probabilities, bit for bit", name, dev_name);
+        CMP_F32_EXACT(what, y, fp(R.c.aux), nx);
+        CHECK(memcmp(&loss_d, &loss_c, sizeof loss_c) == 0, "%s: %s loss %.9g = cpu loss %.9g, bit for bit", name,
+              dev_name, loss_d, loss_c);
+        CHECK(corr_d == corr_c, "%s: %s correct %" PRId64 " = cpu correct %" PRId64, name, dev_name, corr_d, corr_c);
+    } else if (op_exact(op)) {
+        snprintf(what, sizeof what, "%s: %s y = cpu y, bit for bit", name, dev_name);
+        CMP_F32_EXACT(what, y, fp(R.c.y), ny);
+    } else {
+        double *xd = to_double(fp(R.c.x), nx), *wd = nw ? to_double(fp(R.c.w), nw) : NULL;
+        double *bd = nb ? to_double(fp(R.c.b), nb) : NULL;
+        double *yr = xmalloc((size_t)ny * sizeof *yr), *S = xmalloc((size_t)ny * sizeof *S);
+        ref_forward(l, n, xd, wd, bd, yr, S);
+        snprintf(what, sizeof what, "%s: %s y vs cpu within %g * sum|terms|", name, dev_name, XTOL);
+        CMP_XTOL(what, y, fp(R.c.y), S, ny);
+        free(xd), free(wd), free(bd), free(yr), free(S);
+    }
+    if (op == DLU_OP_MAXPOOL) {
+        int32_t *arg = dcopy(R.aux);
+        snprintf(what, sizeof what, "%s: %s argmax = cpu argmax", name, dev_name);
+        CMP_I32_EXACT(what, arg, ip(R.c.aux), ny);
+        free(arg);
+    }
+    /* again: the same bits (no order that depends on timing) */
+    s = dev_fwd(&R, NULL, NULL);
+    CHECK(s == DLU_OK, "%s: %s forward again (loss, correct NULL) returns DLU_OK", name, dev_name);
+    float *y2 = dcopy(out);
+    snprintf(what, sizeof what, "%s: %s forward twice, the same bits", name, dev_name);
+    CMP_F32_EXACT(what, y2, y, nout);
+    free(y), free(y2);
+
+    /* backward */
+    run_bwd(&R.c, 1);
+    s = dev_bwd(&R, 1);
+    if (s != DLU_OK)
+        printf("\n    FAIL %s: %s backward: %s: %s\n", name, dev_name, dlu_strerror(s), dlu_last_error());
+    CHECK(s == DLU_OK, "%s: %s backward returns DLU_OK", name, dev_name);
+    if (s != DLU_OK) {
+        xrun_free(&R);
+        return;
+    }
+    float *dx = dcopy(R.dx), *dw = nw ? dcopy(R.dw) : NULL, *db = nb ? dcopy(R.db) : NULL;
+    if (op_exact(op)) {
+        snprintf(what, sizeof what, "%s: %s dx = cpu dx, bit for bit", name, dev_name);
+        CMP_F32_EXACT(what, dx, fp(R.c.dx), nx);
+    } else {
+        double *xd = to_double(fp(R.c.x), nx), *dyd = to_double(fp(R.c.dy), ny);
+        double *wd = nw ? to_double(fp(R.c.w), nw) : NULL;
+        double *Sx = xmalloc((size_t)nx * sizeof *Sx), *Sw = xmalloc((size_t)(nw ? nw : 1) * sizeof *Sw);
+        double *Sb = xmalloc((size_t)l->out_c * sizeof *Sb); /* every output channel's, bias or not */
+        if (op == DLU_OP_LINEAR) {
+            abs_linear_bwd(l, n, xd, wd, dyd, Sx, Sw, Sb);
+        } else if (op == DLU_OP_CONV2D) {
+            const int64_t F = l->filters;
+            double *rdx = xmalloc((size_t)nx * sizeof *rdx), *rdw = xmalloc((size_t)nw * sizeof *rdw);
+            double *rdb = xmalloc((size_t)F * sizeof *rdb), *Sf = xmalloc((size_t)F * sizeof *Sf);
+            ref_conv2d_bwd(l, n, xd, wd, dyd, rdx, Sx, rdw, Sw, rdb, Sf);
+            for (int64_t f = 0; f < nb; f++)
+                Sb[f] = Sf[f];
+            free(rdx), free(rdw), free(rdb), free(Sf);
+        } else {
+            abs_avgpool_bwd(l, n, dyd, Sx);
+        }
+        snprintf(what, sizeof what, "%s: %s dx vs cpu within %g * sum|terms|", name, dev_name, XTOL);
+        CMP_XTOL(what, dx, fp(R.c.dx), Sx, nx);
+        if (nw) {
+            snprintf(what, sizeof what, "%s: %s dw vs cpu within %g * sum|terms|", name, dev_name, XTOL);
+            CMP_XTOL(what, dw, fp(R.c.dw), Sw, nw);
+        }
+        if (nb) {
+            snprintf(what, sizeof what, "%s: %s db vs cpu within %g * sum|terms|", name, dev_name, XTOL);
+            CMP_XTOL(what, db, fp(R.c.db), Sb, nb);
+        }
+        free(xd), free(dyd), free(wd), free(Sx), free(Sw), free(Sb);
+    }
+
+    /* dx = NULL (the first layer; softmax_xent is always last): dx untouched, dW and db the
+     * same bits */
+    if (op != DLU_OP_SOFTMAX_XENT) {
+        dput_pattern(R.dx, SENTINEL);
+        s = dev_bwd(&R, 0);
+        CHECK(s == DLU_OK, "%s: %s backward with dx = NULL returns DLU_OK", name, dev_name);
+        float *dx2 = dcopy(R.dx);
+        int64_t touched = 0;
+        for (int64_t i = 0; i < nx; i++)
+            touched += f32_bits(dx2[i]) != SENTINEL;
+        CHECK(touched == 0, "%s: %s backward with dx = NULL leaves dx alone (%" PRId64 " of %" PRId64 " written)",
+              name, dev_name, touched, nx);
+        free(dx2);
+        if (nw) {
+            float *dw2 = dcopy(R.dw);
+            snprintf(what, sizeof what, "%s: %s dw with dx = NULL, the same bits", name, dev_name);
+            CMP_F32_EXACT(what, dw2, dw, nw);
+            free(dw2);
+        }
+        if (nb) {
+            float *db2 = dcopy(R.db);
+            snprintf(what, sizeof what, "%s: %s db with dx = NULL, the same bits", name, dev_name);
+            CMP_F32_EXACT(what, db2, db, nb);
+            free(db2);
+        }
+    }
+    free(dx), free(dw), free(db);
+    xrun_free(&R);
+}
+
+static void test_x_kernels_present(void)
+{
+    for (int op = 0; op < DLU_OP_COUNT; op++) {
+        CHECK(dev->vt->forward[op] != NULL, "%s has a forward kernel for %s", dev_name, dlu_op_name((dlu_op)op));
+        CHECK(dev->vt->backward[op] != NULL, "%s has a backward kernel for %s", dev_name, dlu_op_name((dlu_op)op));
+    }
+    CHECK(dev->vt->sgd_step != NULL && dev->vt->adam_step != NULL, "%s has the optimizer kernels", dev_name);
+}
+
+static void test_x_linear(void)
+{
+    static const int c[][4] = {
+        /* n, in, out, bias */
+        {1, 1, 1, 1},    {1, 784, 10, 1}, {3, 17, 5, 0},    {7, 784, 33, 1}, {64, 784, 128, 1},
+        {128, 256, 10, 1}, {33, 1000, 3, 1}, {2, 1, 64, 0}, {5, 3136, 256, 1},
+    };
+    gsl_rng *rng = rng_new(701);
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        dlu__layer l = layer_linear(c[i][1], c[i][2], c[i][3]);
+        xcase(rng, &l, c[i][0]);
+    }
+    gsl_rng_free(rng);
+}
+
+static void test_x_conv2d(void)
+{
+    static const int c[][9] = {
+        /* n, C, H, W, F, k, s, p, bias */
+        {2, 1, 5, 5, 2, 3, 1, 0, 1},      {2, 3, 7, 6, 4, 3, 2, 1, 1},    {1, 2, 6, 9, 3, 5, 1, 2, 1},
+        {2, 2, 8, 5, 3, 2, 2, 0, 0},      {1, 3, 5, 7, 2, 1, 1, 1, 1},    {3, 2, 9, 7, 2, 4, 3, 2, 1},
+        {1, 4, 4, 4, 5, 3, 2, 0, 1},      {1, 1, 3, 8, 2, 4, 1, 1, 1},    {2, 3, 6, 6, 2, 3, 2, 2, 0},
+        {1, 1, 1, 1, 3, 1, 1, 0, 0},      {1, 3, 5, 4, 2, 1, 1, 2, 1}, /* border of bias only */
+        {16, 1, 28, 28, 32, 5, 1, 2, 1}, /* cnn.net conv1 */
+        {8, 32, 14, 14, 64, 5, 1, 2, 1}, /* cnn.net conv2 */
+        {1, 3, 64, 64, 8, 3, 2, 1, 1},    {9, 20, 27, 27, 5, 4, 2, 1, 1},
+        {20, 128, 32, 32, 4, 3, 1, 1, 1}, /* ~4.7 MB of columns per sample: several chunks anywhere */
+    };
+    gsl_rng *rng = rng_new(702);
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        const int *f = c[i];
+        dlu__layer l = layer_window(DLU_OP_CONV2D, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]);
+        xcase(rng, &l, f[0]);
+    }
+    gsl_rng_free(rng);
+}
+
+/* The net binds ws_nbytes(l, max_batch) once and runs any n <= max_batch. */
+static void test_x_ws_monotonic(void)
+{
+    static const int shapes[][7] = {
+        /* C, H, W, F, k, s, p */
+        {1, 28, 28, 32, 5, 1, 2}, {32, 14, 14, 64, 5, 1, 2}, {128, 32, 32, 4, 3, 1, 1}, {3, 7, 6, 4, 3, 2, 1},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *f = shapes[i];
+        dlu__layer l = layer_window(DLU_OP_CONV2D, f[0], f[1], f[2], f[3], f[4], f[5], f[6], 1);
+        size_t prev = dev->vt->ws_nbytes(&l, 1, 0);
+        int bad = 0;
+        for (int n = 2; n <= 512 && !bad; n++) {
+            size_t now = dev->vt->ws_nbytes(&l, n, 0);
+            if (now < prev) {
+                printf("\n    FAIL %s conv2d ws_nbytes: n=%d needs %zu bytes, n=%d needs %zu\n", dev_name, n - 1, prev,
+                       n, now);
+                bad = 1;
+            }
+            prev = now;
+        }
+        char name[160];
+        describe(&l, 0, name, sizeof name);
+        CHECK(!bad, "%s: %s ws_nbytes(l, n) non-decreasing in n", name, dev_name);
+    }
+}
+
+static void test_x_relu_flatten(void)
+{
+    gsl_rng *rng = rng_new(703);
+    dlu__layer l;
+    l = layer_elem(DLU_OP_RELU, 3, 4, 5), xcase(rng, &l, 2);
+    l = layer_elem(DLU_OP_RELU, 17, 1, 1), xcase(rng, &l, 1);
+    l = layer_elem(DLU_OP_RELU, 32, 28, 28), xcase(rng, &l, 16);
+    l = layer_elem(DLU_OP_FLATTEN, 3, 4, 2), xcase(rng, &l, 2);
+    l = layer_elem(DLU_OP_FLATTEN, 1, 1, 7), xcase(rng, &l, 1);
+    l = layer_elem(DLU_OP_FLATTEN, 64, 7, 7), xcase(rng, &l, 16);
+    gsl_rng_free(rng);
+}
+
+static void xpool(dlu_op op, unsigned long seed)
+{
+    static const struct pool_shape big[] = {
+        {16, 32, 28, 28, 2, 2, 0}, /* cnn.net pool1 */
+        {1, 3, 33, 31, 3, 2, 1},
+        {4, 8, 15, 15, 5, 3, 2},
+    };
+    gsl_rng *rng = rng_new(seed);
+    for (int set = 0; set < 2; set++) {
+        const struct pool_shape *ps = set ? big : pool_shapes;
+        const size_t cnt = set ? sizeof big / sizeof big[0] : sizeof pool_shapes / sizeof pool_shapes[0];
+        for (size_t i = 0; i < cnt; i++) {
+            dlu__layer l = layer_window(op, ps[i].C, ps[i].H, ps[i].W, 0, ps[i].k, ps[i].s, ps[i].p, 0);
+            xcase(rng, &l, ps[i].n);
+        }
+    }
+    gsl_rng_free(rng);
+}
+
+static void test_x_maxpool(void) { xpool(DLU_OP_MAXPOOL, 704); }
+static void test_x_avgpool(void) { xpool(DLU_OP_AVGPOOL, 705); }
+
+static void test_x_softmax_xent(void)
+{
+    static const int c[][2] = {/* C, n */ {10, 37}, {2, 1}, {3, 8}, {100, 5}, {10, 128}, {1000, 4}, {1, 5}};
+    gsl_rng *rng = rng_new(706);
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        dlu__layer l = layer_elem(DLU_OP_SOFTMAX_XENT, c[i][0], 1, 1);
+        xcase(rng, &l, c[i][1]);
+    }
+    gsl_rng_free(rng);
+}
+
+/* sgd_step and adam_step, four steps each, the same bits as the cpu's (both implement the
+ * formulas of cpu_backend.c in the written order, without FMA contraction). */
+static void test_x_optim(void)
+{
+    static const float hp[][5] = {
+        /* lr, momentum or beta1, beta2, eps, wd */
+        {0.1f, 0.9f, 0.999f, 1e-8f, 5e-4f},
+        {0.01f, 0.0f, 0.99f, 1e-6f, 0.0f},
+        {0.37f, 0.5f, 0.9f, 1e-3f, 0.01f},
+    };
+    int64_t shape[1] = {OPT_N};
+    gsl_rng *rng = rng_new(707);
+    if (!dev->vt->sgd_step || !dev->vt->adam_step) {
+        CHECK(0, "%s has the optimizer kernels", dev_name);
+        gsl_rng_free(rng);
+        return;
+    }
+    for (int adam = 0; adam < 2; adam++)
+        for (size_t h = 0; h < sizeof hp / sizeof hp[0]; h++) {
+            dlu_tensor *T[4], *D[4]; /* w, g, and the state: v (sgd) or m, v (adam) */
+            for (int i = 0; i < 4; i++) {
+                T[i] = tnew(DLU_DTYPE_F32, 1, shape);
+                D[i] = dnew_like(T[i]);
+            }
+            fill_opt(rng, fp(T[0]), fp(T[1]));
+            dput(D[0], fp(T[0]));
+            for (int t = 1; t <= 4; t++) {
+                if (t > 1)
+                    fill_opt(rng, NULL, fp(T[1]));
+                dput(D[1], fp(T[1]));
+                dlu_status sc, sd;
+                if (adam) {
+                    const float b1 = hp[h][1], b2 = hp[h][2];
+                    dlu__adam_args a = {.w = T[0], .m = T[2], .v = T[3], .g = T[1], .lr = hp[h][0], .beta1 = b1,
+                                        .beta2 = b2, .eps = hp[h][3], .weight_decay = hp[h][4],
+                                        .bc1 = (float)(1.0 - pow((double)b1, (double)t)),
+                                        .bc2 = (float)(1.0 - pow((double)b2, (double)t))};
+                    sc = be->vt->adam_step(be, &a);
+                    a.w = D[0], a.m = D[2], a.v = D[3], a.g = D[1];
+                    sd = dev->vt->adam_step(dev, &a);
+                } else {
+                    dlu__sgd_args a = {.w = T[0], .v = T[2], .g = T[1], .lr = hp[h][0], .momentum = hp[h][1],
+                                       .weight_decay = hp[h][4]};
+                    sc = be->vt->sgd_step(be, &a);
+                    a.w = D[0], a.v = D[2], a.g = D[1];
+                    sd = dev->vt->sgd_step(dev, &a);
+                }
+                if (sd == DLU_OK)
+                    sd = dlu_backend_sync(dev);
+                CHECK(sc == DLU_OK && sd == DLU_OK, "%s step returns DLU_OK on cpu and %s", adam ? "adam" : "sgd",
+                      dev_name);
+                static const char *const names[4] = {"w", "g", "v", "v"};
+                for (int i = 0; i < 4; i++) {
+                    if (i == 1 || (!adam && i == 3))
+                        continue;
+                    float *got = dcopy(D[i]);
+                    char what[200];
+                    snprintf(what, sizeof what, "%s lr=%g hp=%g,%g wd=%g step %d: %s %s = cpu, bit for bit",
+                             adam ? "adam" : "sgd", hp[h][0], hp[h][1], hp[h][2], hp[h][4], t, dev_name,
+                             adam && i == 2 ? "m" : names[i]);
+                    CMP_F32_EXACT(what, got, fp(T[i]), OPT_N);
+                    dput(D[i], fp(T[i])); /* one failure, not a cascade */
+                    free(got);
+                }
+            }
+            for (int i = 0; i < 4; i++)
+                dlu_tensor_free(T[i]), dlu_tensor_free(D[i]);
+        }
+    gsl_rng_free(rng);
+}
+
+/* ------------------------------------------------------------------------------------ */
 
 static int suite_init(void)
 {
@@ -1358,7 +1979,9 @@ static int suite_clean(void)
     return 0;
 }
 
-int main(void)
+/* test_ops: the cpu suite. test_ops DEVICE: DEVICE against the cpu (section 7).
+ * Exit 0 all passed, 1 a failure, 77 skipped: DEVICE absent (DLU_ENODEV). */
+int main(int argc, char **argv)
 {
     static const struct {
         const char *name;
@@ -1383,14 +2006,52 @@ int main(void)
         {"sgd_step bit-exact vs contract", test_sgd_exact},
         {"adam_step bit-exact vs contract", test_adam_exact},
     };
-    if (CU_initialize_registry() != CUE_SUCCESS)
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } xtests[] = {
+        {"DEVICE has a kernel for every op and the optimizers", test_x_kernels_present},
+        {"linear: DEVICE vs cpu", test_x_linear},
+        {"conv2d: DEVICE vs cpu (stride, padding, batch 1, several chunks)", test_x_conv2d},
+        {"conv2d workspace size on DEVICE non-decreasing in n", test_x_ws_monotonic},
+        {"relu, flatten: DEVICE = cpu bit for bit", test_x_relu_flatten},
+        {"maxpool: DEVICE = cpu bit for bit (y, argmax, dx)", test_x_maxpool},
+        {"avgpool: DEVICE vs cpu", test_x_avgpool},
+        {"softmax_xent: DEVICE = cpu bit for bit (probabilities, loss, correct, dx)", test_x_softmax_xent},
+        {"sgd_step, adam_step: DEVICE = cpu bit for bit", test_x_optim},
+    };
+    if (argc > 1) {
+        dev_name = argv[1];
+        dlu_status st = dlu_backend_open(dev_name, &dev);
+        if (st != DLU_OK) {
+            fprintf(stderr, "test_ops: %s the %s backend: %s\n", st == DLU_ENODEV ? "SKIP: no device for" : "cannot open",
+                    dev_name, dlu_last_error());
+            return st == DLU_ENODEV ? 77 : 1;
+        }
+    }
+    if (CU_initialize_registry() != CUE_SUCCESS) {
+        dlu_backend_close(dev);
         return 1;
-    CU_pSuite s = CU_add_suite("ops (cpu)", suite_init, suite_clean);
+    }
+    char title[300];
+    snprintf(title, sizeof title, "ops (%s vs cpu)", dev_name ? dev_name : "");
+    CU_pSuite s = CU_add_suite(dev ? title : "ops (cpu)", suite_init, suite_clean);
     int ok = s != NULL;
-    for (size_t i = 0; ok && i < sizeof tests / sizeof tests[0]; i++)
+    for (size_t i = 0; ok && !dev && i < sizeof tests / sizeof tests[0]; i++)
         ok = CU_add_test(s, tests[i].name, tests[i].fn) != NULL;
+    for (size_t i = 0; ok && dev && i < sizeof xtests / sizeof xtests[0]; i++) {
+        char name[200], *d;
+        snprintf(name, sizeof name, "%s", xtests[i].name);
+        while ((d = strstr(name, "DEVICE")) != NULL) { /* CUnit keeps its own copy of the name */
+            char rest[200];
+            snprintf(rest, sizeof rest, "%s", d + 6);
+            snprintf(d, sizeof name - (size_t)(d - name), "%s%s", dev_name, rest);
+        }
+        ok = CU_add_test(s, name, xtests[i].fn) != NULL;
+    }
     if (!ok) {
         CU_cleanup_registry();
+        dlu_backend_close(dev);
         return 1;
     }
     CU_basic_set_mode(CU_BRM_VERBOSE);
@@ -1399,5 +2060,6 @@ int main(void)
                      CU_get_number_of_suites_failed();
     int err = CU_get_error() != CUE_SUCCESS;
     CU_cleanup_registry();
+    dlu_backend_close(dev);
     return fails || err ? 1 : 0;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer trainer for the OpenDLU benchmarks: PyTorch eager on the CPU.
+"""Peer trainer for the OpenDLU benchmarks: PyTorch eager on the CPU (or a GPU).
 
 Trains one of the reference nets (mlp, cnn, lenet5) on Fashion-MNIST, read
 straight from the IDX .gz files with gzip+numpy (no torchvision), and prints
@@ -13,6 +13,10 @@ train_samples_per_second counts the training loop only (forward, backward,
 optimizer step, batch gathering from the in-memory tensors); data loading
 from disk and the test-set evaluations are excluded.  train_loss is the
 mean cross-entropy over the samples of the last epoch run.
+
+--device cuda trains on the GPU (data set moved to the GPU once, batches
+indexed there, as dlu's cuda backend does); the timed loop then ends with a
+torch.cuda.synchronize() per epoch, so queued work is counted.
 
 Run it with the venv made by bench/peers/setup_venv.sh:
 
@@ -70,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=0,
                    help="stop after this many optimizer steps in all (0: no limit)")
     p.add_argument("--eval-batch", type=int, default=1000)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
     p.add_argument("--data", default=DEFAULT_DATA,
                    help="directory with the Fashion-MNIST IDX .gz files (default %(default)s)")
     a = p.parse_args(argv)
@@ -163,7 +168,8 @@ def main(argv=None):
                                         forward_rounding="nearest",
                                         backward_rounding="stochastic")
 
-    model = build_net(args.net, quant_layer)  # PyTorch default init, seeded above
+    dev = torch.device(args.device)
+    model = build_net(args.net, quant_layer).to(dev)  # PyTorch default init, seeded above
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                           weight_decay=0.0)
     if args.quant != "none":
@@ -178,8 +184,9 @@ def main(argv=None):
             for p in model.parameters():
                 p.data = opt.weight_quant(p.data).data
 
-    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
+    xtr_t, ytr_t = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).to(dev)
+    xte_t, yte_t = torch.from_numpy(xte).to(dev), torch.from_numpy(yte).to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     n = xtr_t.shape[0]
     gen = torch.Generator().manual_seed(args.seed)
 
@@ -199,8 +206,8 @@ def main(argv=None):
     last_loss = float("nan")
     test_acc = None
     for ep in range(1, args.epochs + 1):
-        perm = torch.randperm(n, generator=gen)  # reshuffled every epoch
-        ep_loss = torch.zeros((), dtype=torch.float64)
+        perm = torch.randperm(n, generator=gen).to(dev)  # reshuffled every epoch
+        ep_loss = torch.zeros((), dtype=torch.float64, device=dev)
         ep_samples = 0
         t0 = time.perf_counter()
         for i in range(0, n, args.batch):  # last partial batch kept
@@ -215,6 +222,7 @@ def main(argv=None):
             ep_loss += loss.detach().double() * idx.numel()
             ep_samples += idx.numel()
             steps += 1
+        sync()
         dt = time.perf_counter() - t0
         if ep_samples == 0:
             break
@@ -240,6 +248,8 @@ def main(argv=None):
         "test_accuracy": test_acc,
         "train_loss": last_loss,
         "threads": args.threads,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "seed": args.seed,
         "samples": samples,
         "train_seconds": train_time,

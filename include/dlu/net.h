@@ -88,7 +88,9 @@ dlu_status dlu_net_init_params(dlu_net *net, uint64_t seed);
 /* Forward pass over n <= max_batch samples. x: f32 (n, C, H, W) and labels: i32 (n), both
  * on the bound backend. Sets *loss to the mean loss and *correct to the number of samples
  * whose argmax equals the label (either pointer may be NULL). Labels must be in
- * [0, classes): DLU_ERANGE otherwise. */
+ * [0, classes): DLU_ERANGE otherwise (checked on the host where the backend's memory is
+ * host-visible). On a device backend (cuda) the work is queued: *loss and *correct are
+ * written at the next dlu_backend_sync(), so they must stay valid until then. */
 dlu_status dlu_net_forward(dlu_net *net, const dlu_tensor *x, const dlu_tensor *labels, int n,
                            double *loss, int64_t *correct);
 /* Backward pass for the last forward: fills every parameter gradient. */

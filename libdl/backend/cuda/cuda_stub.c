@@ -7,8 +7,8 @@
 
 static dlu_status stub_open(dlu_backend *be, const char *arg)
 {
-    return dlu__error(DLU_ENODEV, "this build has no CUDA backend (the cuda kernels are not written yet; "
-                      "configure reports whether the CUDA toolkit was found)");
+    return dlu__error(DLU_ENODEV, "this build has no CUDA backend (configure did not find the CUDA toolkit, "
+                      "or was given --disable-cuda; see --with-cuda=PATH)");
 }
 
 static void stub_close(dlu_backend *be) {}
