@@ -3,8 +3,8 @@
 #
 # That machine has the CUDA toolkit, a driver and PyTorch, but none of our Debian
 # libraries and no network. This builds dlu, the GPU tests and the GPU benchmarks here
-# (a separate build in _build/device, libdlu linked in statically, the cuda backend in,
-# SystemC out), downloads the Debian packages of the shared libraries they load, and
+# (a separate build in _build/device/src, libdlu linked in statically, the cuda backend
+# in, SystemC out), downloads the Debian packages of the shared libraries they load, and
 # copies the Fashion-MNIST IDX files, all into the ignored folder .carry/:
 #   .carry/build/{dlu,tests/test_dfp,tests/test_ops,tests/mkidx,bench/cuda_gemm}
 #   .carry/debs/*.deb    unpacked there by scripts/device_run.sh
@@ -13,18 +13,23 @@
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
-[ -x configure ] || autoreconf -fi
-mkdir -p _build/device
+# A copy of the tracked files as they are now (a configured source tree cannot also host
+# a separate build), configured for the device and built.
+src=_build/device/src
+mkdir -p "$src"
+git ls-files -z | xargs -0 cp --parents -t "$src"
 (
-    cd _build/device
-    [ -f Makefile ] || "$top/configure" --disable-shared --with-cuda --without-systemc --without-mpi >/dev/null
+    cd "$src"
+    [ -x configure ] || autoreconf -fi >/dev/null 2>&1
+    # static libdlu: libtool drops -lm and -lstdc++ from its dependencies, so name them
+    [ -f Makefile ] || ./configure --disable-shared --with-cuda --without-systemc --without-mpi LIBS="-lstdc++ -lm" >/dev/null
     make -j2 dlu tests/test_dfp tests/test_ops tests/mkidx bench/cuda_gemm >/dev/null
 )
 rm -rf .carry
 mkdir -p .carry/build/tests .carry/build/bench .carry/debs .carry/data
-cp _build/device/dlu .carry/build/
-cp _build/device/tests/test_dfp _build/device/tests/test_ops _build/device/tests/mkidx .carry/build/tests/
-cp _build/device/bench/cuda_gemm .carry/build/bench/
+cp $src/dlu .carry/build/
+cp $src/tests/test_dfp $src/tests/test_ops $src/tests/mkidx .carry/build/tests/
+cp $src/bench/cuda_gemm .carry/build/bench/
 # The packages that hold the shared libraries the programs load, except the C library,
 # the C++ runtime and CUDA's own (the GPU machine has those).
 libs=$(ldd .carry/build/dlu .carry/build/tests/* .carry/build/bench/* 2>/dev/null | awk '/=> \//{print $3}' | sort -u |
